@@ -1,0 +1,185 @@
+"""A plan: the dependency graph of steps a task is split into, and its validation."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from models.task import Priority, StepType
+
+STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class PlanStep(BaseModel):
+    """One step of a plan; `code` goes with type code, `tool` and `args` with type tool."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    type: StepType
+    title: str = ""
+    description: str = ""
+    deps: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("deps", "dependencies", "depends_on")
+    )
+    code: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.MEDIUM
+    deadline: datetime | None = None
+    estimated_duration_s: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = ""
+    steps: list[PlanStep] = Field(min_length=1)
+
+
+class InvalidPlan(ValueError):
+    """A plan that cannot run; `errors` lists every problem found, one sentence each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("invalid plan: " + "; ".join(errors))
+
+
+def graph_errors(plan: Plan, *, max_steps: int) -> list[str]:
+    """Return every structural problem of `plan`: ids, dependencies, cycles, size, fields."""
+    errors: list[str] = []
+    if len(plan.steps) > max_steps:
+        errors.append(f"plan has {len(plan.steps)} steps, more than the cap of {max_steps}")
+    ids = [s.id for s in plan.steps]
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            errors.append(f"step id {i!r} is used more than once")
+        seen.add(i)
+    for s in plan.steps:
+        for d in s.deps:
+            if d == s.id:
+                errors.append(f"step {s.id!r} depends on itself")
+            elif d not in seen:
+                errors.append(f"step {s.id!r} depends on unknown step {d!r}")
+        if len(set(s.deps)) != len(s.deps):
+            errors.append(f"step {s.id!r} lists a dependency twice")
+        if s.type is StepType.CODE and not (s.code and s.code.strip()):
+            errors.append(f"code step {s.id!r} has no code")
+        if s.type is StepType.TOOL and not s.tool:
+            errors.append(f"tool step {s.id!r} names no tool")
+    cycle = find_cycle(plan)
+    if cycle:
+        errors.append("dependency cycle: " + " -> ".join(cycle))
+    return errors
+
+
+def find_cycle(plan: Plan) -> list[str] | None:
+    """Return one dependency cycle as a closed path of step ids, or None."""
+    deps = {s.id: [d for d in s.deps if d != s.id] for s in plan.steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for d in deps.get(node, []):
+            if d not in deps:
+                continue
+            if state.get(d) == 1:
+                return [*path[path.index(d):], d]
+            if d not in state:
+                found = visit(d)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for s in plan.steps:
+        if s.id not in state:
+            found = visit(s.id)
+            if found:
+                return found
+    return None
+
+
+def validated(plan: Plan, *, max_steps: int) -> Plan:
+    """Return `plan` if it can run, else raise InvalidPlan naming every problem."""
+    errors = graph_errors(plan, max_steps=max_steps)
+    if errors:
+        raise InvalidPlan(errors)
+    return plan
+
+
+_FENCE = re.compile(r"```(?:json|yaml|JSON)?\s*\n(.*?)```", re.DOTALL)
+
+
+def extract_json(text: str) -> Any:
+    """Return the JSON value in a model's reply, tolerating prose around it and fences."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for cand in candidates:
+        stripped = cand.strip()
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            pass
+        for start, ch in enumerate(stripped):
+            if ch in "{[":
+                try:
+                    value, _ = decoder.raw_decode(stripped, start)
+                except json.JSONDecodeError:
+                    continue
+                return value
+    raise InvalidPlan(["the reply contains no JSON object"])
+
+
+def _pydantic_errors(e: ValidationError) -> list[str]:
+    out = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "plan"
+        out.append(f"{loc}: {err['msg']}")
+    return out
+
+
+def parse_plan(data: Any, *, max_steps: int) -> Plan:
+    """Return a valid Plan from decoded JSON/YAML, or raise InvalidPlan naming every problem."""
+    if isinstance(data, list):
+        data = {"steps": data}
+    if isinstance(data, dict) and "plan" in data and "steps" not in data:
+        data = data["plan"]
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as e:
+        raise InvalidPlan(_pydantic_errors(e)) from e
+    return validated(plan, max_steps=max_steps)
+
+
+def parse_plan_text(text: str, *, max_steps: int) -> Plan:
+    """Return a valid Plan from a model's reply (JSON, maybe fenced or wrapped in prose)."""
+    return parse_plan(extract_json(text), max_steps=max_steps)
+
+
+def load_plan_file(path: Path, *, max_steps: int) -> Plan:
+    """Return the valid Plan in a YAML or JSON file, or raise InvalidPlan naming the file."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InvalidPlan([f"cannot read plan file {path}: {e.strerror}"]) from e
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        raise InvalidPlan([f"{path} is neither YAML nor JSON: {e}"]) from e
+    try:
+        return parse_plan(data, max_steps=max_steps)
+    except InvalidPlan as e:
+        raise InvalidPlan([f"{path}: {m}" for m in e.errors]) from e

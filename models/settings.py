@@ -1,0 +1,83 @@
+"""The one settings object, read from the environment by worker, starter and CLI.
+
+Workflows never read it: whatever they need arrives in an input or an activity result.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "beestown"
+
+
+class Settings(BaseSettings):
+    """Everything BeesTown reads from its environment, with the defaults of a first run."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    temporal_address: str = Field("localhost:7233", validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
+    temporal_ui_url: str = Field("http://localhost:8233", validation_alias="BEESTOWN_UI_URL")
+    task_queue: str = Field("beestown", validation_alias="BEESTOWN_TASK_QUEUE")
+    # Activities are routed by kind so sandbox hosts and LLM callers can scale apart.
+    # Empty means "the main task queue": one worker serves everything.
+    llm_task_queue: str = Field("", validation_alias="BEESTOWN_LLM_TASK_QUEUE")
+    sandbox_task_queue: str = Field("", validation_alias="BEESTOWN_SANDBOX_TASK_QUEUE")
+    tool_task_queue: str = Field("", validation_alias="BEESTOWN_TOOL_TASK_QUEUE")
+    # Which kinds of work this worker process serves (comma separated subset of
+    # "workflows,llm,sandbox,tools"); the default serves all of them.
+    worker_roles: str = Field("workflows,llm,sandbox,tools", validation_alias="BEESTOWN_WORKER_ROLES")
+
+    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    state_dir: Path = Field(default_factory=_default_state_dir, validation_alias="BEESTOWN_STATE_DIR")
+
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    model: str = Field("gpt-4o-mini", validation_alias=AliasChoices("BEESTOWN_MODEL"))
+    llm_timeout_s: float = Field(120.0, gt=0, validation_alias="BEESTOWN_LLM_TIMEOUT")
+    max_plan_steps: int = Field(50, ge=1, le=1000, validation_alias="BEESTOWN_MAX_PLAN_STEPS")
+
+    e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
+    sandbox_backend: str = Field("auto", validation_alias="BEESTOWN_SANDBOX")
+
+    @field_validator("sandbox_backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in {"auto", "local", "e2b"}:
+            raise ValueError(f"BEESTOWN_SANDBOX must be auto, local or e2b, not {v!r}")
+        return v
+
+    @field_validator("worker_roles")
+    @classmethod
+    def _known_roles(cls, v: str) -> str:
+        roles = {r.strip() for r in v.split(",") if r.strip()}
+        unknown = roles - {"workflows", "llm", "sandbox", "tools"}
+        if unknown or not roles:
+            raise ValueError(
+                f"BEESTOWN_WORKER_ROLES must name workflows, llm, sandbox or tools, got {v!r}"
+            )
+        return ",".join(sorted(roles))
+
+    @property
+    def roles(self) -> set[str]:
+        return set(self.worker_roles.split(","))
+
+    def queue_for(self, kind: str) -> str:
+        """Return the task queue that serves activities of `kind` (llm, sandbox or tools)."""
+        specific = {
+            "llm": self.llm_task_queue,
+            "sandbox": self.sandbox_task_queue,
+            "tools": self.tool_task_queue,
+        }[kind]
+        return specific or self.task_queue
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.openai_base_url or self.openai_api_key)

@@ -1,0 +1,149 @@
+"""Tasks, subtasks, their statuses and the one table of legal status transitions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    SPLITTING = "SPLITTING"
+    READY = "READY"
+    QUEUED = "QUEUED"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    REVIEWING = "REVIEWING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    BLOCKED = "BLOCKED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.BLOCKED})
+
+S = Status
+# new status -> the statuses it may be entered from. Re-entering the same status is always
+# allowed (a retried activity writes it again). FAILED and BLOCKED can be reopened by a
+# retry or a replan; COMPLETED and CANCELLED are final.
+_ENTER_FROM: dict[Status, frozenset[Status]] = {
+    S.PENDING: frozenset({S.BLOCKED, S.FAILED}),
+    S.SPLITTING: frozenset({S.PENDING}),
+    S.READY: frozenset({S.PENDING, S.SPLITTING, S.BLOCKED, S.FAILED}),
+    S.QUEUED: frozenset({S.PENDING, S.READY, S.ASSIGNED}),
+    S.ASSIGNED: frozenset({S.PENDING, S.READY, S.QUEUED}),
+    S.RUNNING: frozenset({S.PENDING, S.SPLITTING, S.READY, S.QUEUED, S.ASSIGNED, S.REVIEWING,
+                          S.FAILED}),
+    S.REVIEWING: frozenset({S.RUNNING}),
+    S.COMPLETED: frozenset({S.RUNNING, S.REVIEWING}),
+    S.FAILED: frozenset({S.PENDING, S.SPLITTING, S.READY, S.QUEUED, S.ASSIGNED, S.RUNNING,
+                         S.REVIEWING, S.BLOCKED}),
+    S.CANCELLED: frozenset({S.PENDING, S.SPLITTING, S.READY, S.QUEUED, S.ASSIGNED, S.RUNNING,
+                            S.REVIEWING, S.BLOCKED, S.FAILED}),
+    S.BLOCKED: frozenset({S.PENDING, S.READY, S.QUEUED, S.ASSIGNED}),
+}
+
+
+class InvalidTransition(ValueError):
+    """A status change that makes no sense, e.g. COMPLETED -> RUNNING."""
+
+
+def allowed_from(new: Status) -> frozenset[Status]:
+    """Return every status from which `new` may be entered (itself included)."""
+    return _ENTER_FROM[new] | {new}
+
+
+def check_transition(old: Status, new: Status, *, what: str = "status") -> None:
+    """Raise InvalidTransition unless `old -> new` is a legal move."""
+    if old not in allowed_from(new):
+        raise InvalidTransition(f"{what}: {old} -> {new} is not a legal transition")
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class StepType(StrEnum):
+    """What kind of work a subtask is; add a member and a handler to extend."""
+
+    SEARCH = "search"
+    CODE = "code"
+    TOOL = "tool"
+    WRITE = "write"
+
+
+class Metrics(BaseModel):
+    tokens_used: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    time_spent_s: float = 0.0
+    files_modified: list[str] = Field(default_factory=list)
+
+
+class Artifact(BaseModel):
+    name: str
+    id: str = ""
+    mime: str = "application/octet-stream"
+    size: int = 0
+
+
+class Result(BaseModel):
+    """What a subtask (or a whole task) produced."""
+
+    success: bool
+    output: Any = None
+    summary: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+    metrics: Metrics = Field(default_factory=Metrics)
+
+
+class _Work(BaseModel):
+    id: str
+    title: str = ""
+    description: str = ""
+    status: Status = Status.PENDING
+    priority: Priority = Priority.MEDIUM
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    deadline: datetime | None = None
+    estimated_duration_s: float | None = None
+    actual_duration_s: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    result: Result | None = None
+    error: str | None = None
+
+
+class Task(_Work):
+    """A job as a person wrote it; its id is the parent workflow id."""
+
+    prompt: str = ""
+    type: StepType | None = None
+
+
+class Subtask(_Work):
+    """One node of a task's graph; its id is its child workflow id, `<task-id>/<step-id>`."""
+
+    task_id: str
+    step_id: str
+    type: StepType
+    dependencies: list[str] = Field(default_factory=list)
+
+
+def subtask_id(task_id: str, step_id: str) -> str:
+    """Return the id shared by the subtask row and its child workflow."""
+    return f"{task_id}/{step_id}"
