@@ -33,10 +33,14 @@ class Settings(BaseSettings):
     tool_task_queue: str = Field("", validation_alias="BEESTOWN_TOOL_TASK_QUEUE")
     # Which kinds of work this worker process serves (comma separated subset of
     # "workflows,llm,sandbox,tools"); the default serves all of them.
-    worker_roles: str = Field("workflows,llm,sandbox,tools", validation_alias="BEESTOWN_WORKER_ROLES")
+    worker_roles: str = Field(
+        "workflows,llm,sandbox,tools", validation_alias="BEESTOWN_WORKER_ROLES"
+    )
 
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
-    state_dir: Path = Field(default_factory=_default_state_dir, validation_alias="BEESTOWN_STATE_DIR")
+    state_dir: Path = Field(
+        default_factory=_default_state_dir, validation_alias="BEESTOWN_STATE_DIR"
+    )
 
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
@@ -81,3 +85,9 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.openai_base_url or self.openai_api_key)
+
+    # --- sandbox ---
+    # Interpreter of local sandbox sessions; default: the env that
+    # `python -m activities.sandbox.setup` installs, else /usr/bin/python3.
+    sandbox_python: Path | None = Field(None, validation_alias="BEESTOWN_SANDBOX_PYTHON")
+    sandbox_bwrap: str | None = Field(None, validation_alias="BEESTOWN_SANDBOX_BWRAP")

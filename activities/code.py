@@ -1,0 +1,144 @@
+"""The `code` step: run Python in a sandbox session that lives exactly as long as the step."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import mimetypes
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.sandbox import SandboxFactory, SandboxInfraError, SandboxUnavailable
+from activities.steps import StepBook, summarize
+from models.io import StepOutcome, StepRun
+from models.sandbox import CellResult
+from models.task import Artifact, Metrics, Result
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = ".beestown_result.json"
+# Files the code leaves in its work dir are kept as artifacts up to this size each.
+MAX_ARTIFACT_BYTES = 20 * 1024 * 1024
+HEARTBEAT_EVERY_S = 2.0
+
+_PRELUDE = """import json as _bt_json
+inputs = _bt_json.loads({payload})
+del _bt_json
+"""
+# Publishes the JSON value of a `result` variable, if the code set one.
+_EPILOGUE = f"""
+def _bt_publish():
+    import json
+    g = globals()
+    if 'result' in g:
+        try:
+            text = json.dumps(g['result'])
+        except (TypeError, ValueError):
+            text = json.dumps(repr(g['result']))
+        with open({RESULT_FILE!r}, 'w') as f:
+            f.write(text)
+_bt_publish()
+del _bt_publish
+"""
+
+
+class CodeActivities:
+    """Runs `code` steps; `factory` is None when the sandbox self-test failed on this host."""
+
+    def __init__(
+        self, factory: SandboxFactory | None, book: StepBook, *, unavailable: str | None = None
+    ) -> None:
+        self.factory = factory
+        self.book = book
+        self.unavailable = unavailable
+
+    @activity.defn(name="run_code_step")
+    async def run_code_step(self, run: StepRun) -> StepOutcome:
+        """Run the step's code with `inputs` bound; stdout is its output unless it sets `result`."""
+        if self.factory is None:
+            raise ApplicationError(
+                "code steps are refused on this worker because the sandbox is unavailable: "
+                f"{self.unavailable or 'no sandbox configured'}",
+                type="SandboxUnavailable",
+                non_retryable=True,
+            )
+        started = datetime.now(UTC)
+        await self.book.begin(run)
+        inputs = await self.book.full_inputs(run)
+        beat = asyncio.create_task(_heartbeat_forever())
+        try:
+            session = await self.factory.open()
+        except SandboxUnavailable as e:
+            beat.cancel()
+            raise ApplicationError(str(e), type="SandboxUnavailable", non_retryable=True) from e
+        try:
+            setup = await session.run_cell(_PRELUDE.format(payload=repr(json.dumps(inputs))))
+            if setup.error or setup.timed_out:
+                raise SandboxInfraError(f"could not bind inputs: {setup.error}")
+            cell = await session.run_cell(run.step.code or "")
+            value: Any = cell.stdout.rstrip("\n")
+            if cell.error is None and not cell.timed_out:
+                await session.run_cell(_EPILOGUE)
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    value = json.loads(await session.read_file(RESULT_FILE))
+            artifacts = await self._keep_artifacts(run, session, cell)
+        finally:
+            beat.cancel()
+            await session.close()
+        error = None
+        if cell.timed_out:
+            error = "the code timed out"
+        elif cell.error is not None:
+            error = f"{cell.error.name}: {cell.error.value}"
+        result = Result(
+            success=error is None,
+            output=value,
+            summary=summarize(value) if error is None else error,
+            stdout=cell.stdout,
+            stderr=cell.stderr,
+            error=error,
+            artifacts=artifacts,
+            metrics=Metrics(files_modified=[a.name for a in artifacts]),
+        )
+        if cell.error is not None:
+            result.stderr = (result.stderr + "\n" + cell.error.traceback).strip()
+        return await self.book.finish(run, result=result, started=started)
+
+    async def _keep_artifacts(
+        self, run: StepRun, session: Any, cell: CellResult
+    ) -> list[Artifact]:
+        kept: list[Artifact] = []
+        store = self.book.store
+
+        async def keep(name: str, data: bytes, mime: str) -> None:
+            blob_id = f"{run.subtask_id}/{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+            await store.save_blob(blob_id, task_id=run.task_id, subtask=run.subtask_id,
+                                  name=name, mime=mime, data=data)
+            kept.append(Artifact(name=name, id=blob_id, mime=mime, size=len(data)))
+
+        for i, rich in enumerate(cell.results):
+            if rich.png:
+                await keep(f"result-{i}.png", base64.b64decode(rich.png), "image/png")
+        for name in await session.list_files():
+            if name == RESULT_FILE:
+                continue
+            data = await session.read_file(name)
+            if len(data) > MAX_ARTIFACT_BYTES:
+                log.warning("artifact %s of %s is %d bytes; not kept", name, run.subtask_id,
+                            len(data))
+                continue
+            await keep(name, data, mimetypes.guess_type(name)[0] or "application/octet-stream")
+        return kept
+
+
+async def _heartbeat_forever() -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_EVERY_S)

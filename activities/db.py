@@ -1,0 +1,174 @@
+"""PostgreSQL: where the pool comes from (a server, or an embedded one) and the schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Each migration runs once, in order, in one transaction, under an advisory lock so that
+# several workers starting together do not race. Append; never edit a released entry.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE tasks (
+        id text PRIMARY KEY,
+        title text NOT NULL DEFAULT '',
+        prompt text NOT NULL DEFAULT '',
+        description text NOT NULL DEFAULT '',
+        type text,
+        status text NOT NULL,
+        priority text NOT NULL DEFAULT 'medium',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz,
+        completed_at timestamptz,
+        deadline timestamptz,
+        estimated_duration_s double precision,
+        actual_duration_s double precision,
+        tags text[] NOT NULL DEFAULT '{}',
+        metadata jsonb NOT NULL DEFAULT '{}',
+        plan jsonb,
+        result jsonb,
+        error text,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE subtasks (
+        id text PRIMARY KEY,
+        task_id text NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        step_id text NOT NULL,
+        title text NOT NULL DEFAULT '',
+        description text NOT NULL DEFAULT '',
+        type text NOT NULL,
+        dependencies text[] NOT NULL DEFAULT '{}',
+        status text NOT NULL,
+        priority text NOT NULL DEFAULT 'medium',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz,
+        completed_at timestamptz,
+        deadline timestamptz,
+        estimated_duration_s double precision,
+        actual_duration_s double precision,
+        tags text[] NOT NULL DEFAULT '{}',
+        metadata jsonb NOT NULL DEFAULT '{}',
+        spec jsonb NOT NULL DEFAULT '{}',
+        attempts integer NOT NULL DEFAULT 0,
+        result jsonb,
+        error text,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (task_id, step_id)
+    );
+    CREATE INDEX subtasks_task_idx ON subtasks (task_id);
+    CREATE TABLE events (
+        id text PRIMARY KEY,
+        task_id text NOT NULL,
+        subtask_id text,
+        kind text NOT NULL,
+        data jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX events_task_idx ON events (task_id, created_at);
+    CREATE TABLE llm_outputs (
+        id text PRIMARY KEY,
+        task_id text NOT NULL,
+        subtask_id text,
+        purpose text NOT NULL,
+        model text NOT NULL,
+        raw_output text NOT NULL,
+        valid boolean NOT NULL,
+        errors text[] NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX llm_outputs_task_idx ON llm_outputs (task_id);
+    CREATE TABLE usage (
+        id text PRIMARY KEY,
+        task_id text NOT NULL,
+        subtask_id text,
+        agent_id text,
+        model text NOT NULL,
+        prompt_tokens integer NOT NULL DEFAULT 0,
+        completion_tokens integer NOT NULL DEFAULT 0,
+        cost_usd double precision NOT NULL DEFAULT 0,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX usage_task_idx ON usage (task_id);
+    CREATE TABLE blobs (
+        id text PRIMARY KEY,
+        task_id text NOT NULL,
+        subtask_id text,
+        name text NOT NULL,
+        mime text NOT NULL,
+        size integer NOT NULL,
+        data bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX blobs_task_idx ON blobs (task_id);
+    """,
+]
+
+_LOCK_KEY = 0x6265657374  # "beest": serialises migrations across processes
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def embedded_dsn(state_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL under `state_dir` and return its DSN."""
+    import pgserver  # imported lazily: only a machine without DATABASE_URL needs it
+
+    data = state_dir / "pgdata"
+    data.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None keeps the server up after this process exits, so a restarted
+    # worker (or the next command) joins it instead of paying the start again.
+    server = pgserver.get_server(data, cleanup_mode=None)  # type: ignore[attr-defined]
+    uri: str = server.get_uri()
+    return uri
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Return a pool on `dsn` with JSON codecs, after bringing the schema up to date."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+    )
+    await migrate(pool)
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool) -> int:
+    """Apply the migrations this database lacks; return the schema version. Idempotent."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS beestown_schema (version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM beestown_schema")
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                log.info("applying schema migration %d", version)
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO beestown_schema (version) VALUES ($1)", version)
+        return len(MIGRATIONS)
+
+
+async def resolve_dsn(database_url: str | None, state_dir: Path) -> str:
+    """Return `database_url`, or the DSN of the embedded server when none is set."""
+    if database_url:
+        return database_url
+    log.info("DATABASE_URL is not set: starting embedded PostgreSQL under %s", state_dir)
+    return await asyncio.to_thread(embedded_dsn, state_dir)
+
+
+def jsonable(value: Any) -> Any:
+    """Return `value` as plain JSON types (pydantic models dumped in JSON mode)."""
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value

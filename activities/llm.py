@@ -1,0 +1,224 @@
+"""The LLM: an OpenAI-compatible endpoint, the plan splitter and the text steps.
+
+Temporal owns retries, so the client never retries by itself. Failures are classified:
+the network, timeouts, rate limits and 5xx raise as they are (retryable); a request the
+server refuses raises ApplicationError(type="LLMRequestRejected", non_retryable=True).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.steps import StepBook, summarize
+from activities.store import Store
+from models.io import SplitInput, SplitResult, StepOutcome, StepRun
+from models.plan import InvalidPlan, Plan, parse_plan_text
+from models.task import Metrics, Result, StepType
+
+log = logging.getLogger(__name__)
+
+_FORMAT_MODES = ("json_schema", "json_object", "none")
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LLM:
+    """One OpenAI-compatible endpoint and model, with structured output where supported."""
+
+    def __init__(
+        self, *, base_url: str | None, api_key: str | None, model: str, timeout_s: float
+    ) -> None:
+        # The client refuses an empty key even for local servers that ignore it.
+        self.client = AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "unused", max_retries=0, timeout=timeout_s
+        )
+        self.model = model
+        self._format = 0  # index into _FORMAT_MODES; steps down when a server refuses one
+
+    async def complete(
+        self, messages: list[dict[str, Any]], *, schema: dict[str, Any] | None = None
+    ) -> Reply:
+        """Return the model's reply; with `schema`, ask for JSON in the best way it accepts."""
+        while True:
+            mode = _FORMAT_MODES[self._format] if schema is not None else "none"
+            kwargs: dict[str, Any] = {}
+            if mode == "json_schema" and schema is not None:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "plan", "schema": schema},
+                }
+            elif mode == "json_object":
+                kwargs["response_format"] = {"type": "json_object"}
+            try:
+                resp = await self.client.chat.completions.create(
+                    model=self.model, messages=messages, **kwargs  # type: ignore[arg-type]
+                )
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
+                if mode != "none" and self._format < len(_FORMAT_MODES) - 1:
+                    log.warning(
+                        "LLM server refused response_format %s (%s); falling back to %s",
+                        mode, e.status_code, _FORMAT_MODES[self._format + 1],
+                    )
+                    self._format += 1
+                    continue
+                raise _rejected(e) from e
+            except (openai.AuthenticationError, openai.PermissionDeniedError,
+                    openai.NotFoundError) as e:
+                raise _rejected(e) from e
+            if not resp.choices:
+                raise ApplicationError("LLM reply has no choices", type="BadLLMReply")
+            text = resp.choices[0].message.content or ""
+            usage = resp.usage
+            return Reply(
+                text=text,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            )
+
+
+def _rejected(e: openai.APIStatusError) -> ApplicationError:
+    return ApplicationError(
+        f"LLM server refused the request ({e.status_code}): {e.message}",
+        type="LLMRequestRejected",
+        non_retryable=True,
+    )
+
+
+SPLIT_SYSTEM = """You split a job into a dependency graph of steps for BeesTown.
+Reply with one JSON object and nothing else: {{"title": str, "steps": [step, ...]}}.
+A step is {{"id": str (letters, digits, _ . -), "type": "search"|"code"|"tool"|"write",
+"title": str, "description": str, "deps": [ids of steps whose output it needs]}}.
+A code step also has "code": Python source; it reads dependencies' outputs from the dict
+`inputs` (keyed by step id) and prints its output. A tool step has "tool" (one of: {tools})
+and "args" (an object; the string "${{step_id}}" stands for that dependency's output).
+Use at most {max_steps} steps. No cycles; every dep must be the id of another step."""
+
+REPAIR = """Your plan cannot run:
+{errors}
+Reply with the corrected plan as one JSON object, nothing else."""
+
+
+class LLMActivities:
+    """Activities that talk to the model; `llm` is None when no endpoint is configured."""
+
+    def __init__(
+        self, *, llm: LLM | None, store: Store, book: StepBook, tool_names: list[str]
+    ) -> None:
+        self.llm = llm
+        self.store = store
+        self.book = book
+        self.tool_names = tool_names
+
+    def _require_llm(self) -> LLM:
+        if self.llm is None:
+            raise ApplicationError(
+                "no LLM endpoint is configured on the worker: set OPENAI_BASE_URL (and "
+                "OPENAI_API_KEY, BEESTOWN_MODEL), or run an explicit plan with --plan FILE",
+                type="LLMNotConfigured",
+                non_retryable=True,
+            )
+        return self.llm
+
+    def _plan_errors(self, text: str, max_steps: int) -> tuple[Plan | None, list[str]]:
+        try:
+            plan = parse_plan_text(text, max_steps=max_steps)
+        except InvalidPlan as e:
+            return None, e.errors
+        unknown = [
+            f"step {s.id!r} names unknown tool {s.tool!r}"
+            for s in plan.steps
+            if s.type is StepType.TOOL and s.tool not in self.tool_names
+        ]
+        return (None, unknown) if unknown else (plan, [])
+
+    @activity.defn(name="split_task")
+    async def split_task(self, inp: SplitInput) -> SplitResult:
+        """Ask the model for a plan; one repair round trip; InvalidPlan if it still fails."""
+        llm = self._require_llm()
+        info = activity.info()
+        messages: list[dict[str, Any]] = [
+            {
+                "role": "system",
+                "content": SPLIT_SYSTEM.format(
+                    tools=", ".join(self.tool_names) or "none", max_steps=inp.max_steps
+                ),
+            },
+            {"role": "user", "content": inp.prompt},
+        ]
+        metrics = Metrics()
+        errors: list[str] = []
+        for round_no in (1, 2):
+            reply = await llm.complete(messages, schema=Plan.model_json_schema())
+            key = f"{info.workflow_id}/{info.activity_id}/{info.attempt}/{round_no}"
+            await self.store.record_usage(
+                key, task_id=inp.task_id, subtask=None, model=llm.model,
+                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+            )
+            metrics.prompt_tokens += reply.prompt_tokens
+            metrics.completion_tokens += reply.completion_tokens
+            metrics.tokens_used = metrics.prompt_tokens + metrics.completion_tokens
+            plan, errors = self._plan_errors(reply.text, inp.max_steps)
+            await self.store.record_llm_output(
+                key, task_id=inp.task_id, subtask=None, purpose="split", model=llm.model,
+                raw=reply.text, valid=plan is not None, errors=errors,
+            )
+            if plan is not None:
+                return SplitResult(plan=plan, rounds=round_no, metrics=metrics)
+            log.warning("split round %d gave an invalid plan: %s", round_no, errors)
+            messages += [
+                {"role": "assistant", "content": reply.text},
+                {"role": "user", "content": REPAIR.format(errors="\n".join(errors))},
+            ]
+        raise ApplicationError(
+            "the model's plan is invalid after one repair round: " + "; ".join(errors),
+            {"errors": errors},
+            type="InvalidPlan",
+            non_retryable=True,
+        )
+
+    @activity.defn(name="run_llm_step")
+    async def run_llm_step(self, run: StepRun) -> StepOutcome:
+        """Do a search or write step with the model, dependencies' outputs in context."""
+        llm = self._require_llm()
+        started = datetime.now(UTC)
+        await self.book.begin(run)
+        inputs = await self.book.full_inputs(run)
+        context = "\n\n".join(
+            f"## Output of step {k}\n{v if isinstance(v, str) else json.dumps(v)}"
+            for k, v in inputs.items()
+        )
+        step = run.step
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": f"You carry out one {step.type} step of a larger job."},
+            {"role": "user", "content": f"# {step.title}\n{step.description}\n\n{context}".strip()},
+        ]
+        reply = await llm.complete(messages)
+        info = activity.info()
+        await self.store.record_usage(
+            f"{info.workflow_id}/{info.activity_id}/{info.attempt}", task_id=run.task_id,
+            subtask=run.subtask_id, model=llm.model, prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+        )
+        metrics = Metrics(
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            tokens_used=reply.prompt_tokens + reply.completion_tokens,
+        )
+        result = Result(
+            success=True, output=reply.text, summary=summarize(reply.text), metrics=metrics
+        )
+        return await self.book.finish(run, result=result, started=started)

@@ -1,0 +1,104 @@
+"""Bookkeeping shared by every step activity: RUNNING on entry, the result on exit.
+
+A step activity writes its own status and result so that one activity per step suffices
+(each hop through the server costs latency); both writes are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+
+from activities.store import Store
+from models.io import INLINE_OUTPUT_LIMIT, FailSubtaskInput, StepOutcome, StepOutput, StepRun
+from models.task import Metrics, Result, Status
+
+
+def preview(value: Any, *, limit: int = INLINE_OUTPUT_LIMIT) -> tuple[Any, bool]:
+    """Return `value` if its JSON fits `limit`, else a truncated text preview and True."""
+    text = json.dumps(value, default=str)
+    if len(text) <= limit:
+        return value, False
+    cut = limit // 2
+    omitted = len(text) - 2 * cut
+    return f"{text[:cut]}\n…[{omitted} characters omitted]…\n{text[-cut:]}", True
+
+
+def summarize(value: Any, *, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class StepBook:
+    """Records a step's life in the store on behalf of the activity running it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def begin(self, run: StepRun) -> None:
+        info = activity.info()
+        await self.store.start_subtask(
+            run.subtask_id, attempt=info.attempt, at=datetime.now(UTC)
+        )
+
+    async def full_inputs(self, run: StepRun) -> dict[str, Any]:
+        """Return every dependency's complete output, loading truncated ones from the store."""
+        out: dict[str, Any] = {}
+        for step_id, dep in run.inputs.items():
+            out[step_id] = (
+                await self.store.get_output(dep.subtask_id) if dep.truncated else dep.output
+            )
+        return out
+
+    async def finish(
+        self,
+        run: StepRun,
+        *,
+        result: Result,
+        started: datetime,
+    ) -> StepOutcome:
+        """Store the result (COMPLETED or FAILED) and return what history should carry."""
+        now = datetime.now(UTC)
+        result.metrics.time_spent_s = (now - started).total_seconds()
+        await self.store.finish_subtask(
+            run.subtask_id,
+            status=Status.COMPLETED if result.success else Status.FAILED,
+            result=result,
+            error=result.error,
+            at=now,
+        )
+        value, truncated = preview(result.output)
+        return StepOutcome(
+            success=result.success,
+            output=StepOutput(
+                step_id=run.step.id,
+                subtask_id=run.subtask_id,
+                output=value,
+                truncated=truncated,
+                summary=result.summary,
+            ),
+            error=result.error,
+            metrics=result.metrics,
+        )
+
+
+class SubtaskActivities:
+    """Store writes the subtask workflow needs outside of a step activity."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @activity.defn(name="fail_subtask")
+    async def fail_subtask(self, inp: FailSubtaskInput) -> None:
+        """Record that a subtask ended without a result (its step raised, or it was cut off)."""
+        await self.store.finish_subtask(
+            inp.subtask_id,
+            status=inp.status,
+            result=Result(success=False, error=inp.error, metrics=Metrics()),
+            error=inp.error,
+            at=datetime.now(UTC),
+        )

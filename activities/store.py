@@ -1,0 +1,280 @@
+"""The PostgreSQL store of tasks, subtasks, results, events, model outputs and usage.
+
+Every write is idempotent: inserts carry natural or deterministic keys and use
+ON CONFLICT, and status changes pass through `models.task.allowed_from`, so a retried or
+replayed activity never duplicates a row or moves a status backwards.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from models.io import TaskInput, TaskResult
+from models.plan import Plan
+from models.task import InvalidTransition, Result, Status, allowed_from, subtask_id
+
+
+class NotFound(LookupError):
+    """The task or subtask does not exist in the store."""
+
+
+class Store:
+    """Typed access to the BeesTown tables over one asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # -- tasks -----------------------------------------------------------------------
+    async def insert_task(
+        self, task_id: str, task: TaskInput, *, status: Status, created_at: datetime
+    ) -> bool:
+        """Create the task row; return False when it already existed (a retry)."""
+        row = await self.pool.fetchrow(
+            """
+            INSERT INTO tasks (id, title, prompt, status, priority, created_at, deadline, tags,
+                               metadata, plan)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (id) DO NOTHING RETURNING id
+            """,
+            task_id,
+            task.title or (task.plan.title if task.plan else "") or task.prompt[:80],
+            task.prompt,
+            status.value,
+            task.priority.value,
+            created_at,
+            task.deadline,
+            task.tags,
+            task.metadata,
+            task.plan.model_dump(mode="json") if task.plan else None,
+        )
+        return row is not None
+
+    async def set_task_status(
+        self,
+        task_id: str,
+        status: Status,
+        *,
+        error: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Move a task to `status`, refusing transitions that make no sense."""
+        row = await self.pool.fetchrow(
+            """
+            UPDATE tasks SET status = $2, error = coalesce($3, error), updated_at = now(),
+                started_at = CASE WHEN $2 = 'RUNNING' THEN coalesce(started_at, $4)
+                                  ELSE started_at END,
+                completed_at = CASE WHEN $2 = ANY($6::text[]) THEN coalesce(completed_at, $4)
+                                    ELSE completed_at END
+            WHERE id = $1 AND status = ANY($5::text[]) RETURNING id
+            """,
+            task_id,
+            status.value,
+            error,
+            at,
+            [s.value for s in allowed_from(status)],
+            ["COMPLETED", "FAILED", "CANCELLED"],
+        )
+        if row is None:
+            await self._refuse("tasks", task_id, status)
+
+    async def save_plan(self, task_id: str, plan: Plan, *, started_at: datetime) -> None:
+        """Store the plan and one PENDING row per step; the task becomes RUNNING."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE tasks SET plan = $2, updated_at = now() WHERE id = $1",
+                task_id,
+                plan.model_dump(mode="json"),
+            )
+            await conn.executemany(
+                """
+                INSERT INTO subtasks (id, task_id, step_id, title, description, type,
+                    dependencies, status, priority, deadline, estimated_duration_s, tags,
+                    metadata, spec)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8, $9, $10, $11, $12, $13)
+                ON CONFLICT (id) DO NOTHING
+                """,
+                [
+                    (
+                        subtask_id(task_id, s.id),
+                        task_id,
+                        s.id,
+                        s.title,
+                        s.description,
+                        s.type.value,
+                        s.deps,
+                        s.priority.value,
+                        s.deadline,
+                        s.estimated_duration_s,
+                        s.tags,
+                        s.metadata,
+                        {"code": s.code, "tool": s.tool, "args": s.args},
+                    )
+                    for s in plan.steps
+                ],
+            )
+        await self.set_task_status(task_id, Status.RUNNING, at=started_at)
+
+    async def finish_task(self, result: TaskResult, *, completed_at: datetime) -> None:
+        """Record a task's final status and result, and the final status of every step."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            for sub in result.subtasks:
+                # Steps the workflow never ran (blocked, cancelled) get their status here;
+                # rows already final keep theirs.
+                await conn.execute(
+                    """
+                    UPDATE subtasks SET status = $2, error = coalesce(error, $3),
+                        completed_at = coalesce(completed_at, $4), updated_at = now()
+                    WHERE id = $1 AND status = ANY($5::text[])
+                    """,
+                    sub.id,
+                    sub.status.value,
+                    sub.error,
+                    completed_at,
+                    [s.value for s in allowed_from(sub.status)],
+                )
+            await conn.execute(
+                "UPDATE tasks SET result = $2, updated_at = now() WHERE id = $1",
+                result.task_id,
+                result.model_dump(mode="json"),
+            )
+        await self.set_task_status(
+            result.task_id, result.status, error=result.error, at=completed_at
+        )
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
+        if row is None:
+            raise NotFound(f"no task {task_id!r}")
+        return dict(row)
+
+    async def list_subtasks(self, task_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM subtasks WHERE task_id = $1 ORDER BY created_at, id", task_id
+        )
+        return [dict(r) for r in rows]
+
+    # -- subtasks --------------------------------------------------------------------
+    async def start_subtask(self, sub_id: str, *, attempt: int, at: datetime) -> None:
+        """Mark a subtask RUNNING (again, on a retry) and count the attempt."""
+        row = await self.pool.fetchrow(
+            """
+            UPDATE subtasks SET status = 'RUNNING', updated_at = now(),
+                started_at = coalesce(started_at, $2), attempts = greatest(attempts, $3)
+            WHERE id = $1 AND status = ANY($4::text[]) RETURNING id
+            """,
+            sub_id,
+            at,
+            attempt,
+            [s.value for s in allowed_from(Status.RUNNING)],
+        )
+        if row is None:
+            await self._refuse("subtasks", sub_id, Status.RUNNING)
+
+    async def finish_subtask(
+        self, sub_id: str, *, status: Status, result: Result | None, error: str | None,
+        at: datetime,
+    ) -> None:
+        """Record a subtask's result and final status (idempotent)."""
+        row = await self.pool.fetchrow(
+            """
+            UPDATE subtasks SET status = $2, result = coalesce($3, result), error = $4,
+                completed_at = coalesce(completed_at, $5), updated_at = now(),
+                actual_duration_s = coalesce(actual_duration_s,
+                    extract(epoch FROM ($5 - coalesce(started_at, $5))))
+            WHERE id = $1 AND status = ANY($6::text[]) RETURNING id
+            """,
+            sub_id,
+            status.value,
+            result.model_dump(mode="json") if result else None,
+            error,
+            at,
+            [s.value for s in allowed_from(status)],
+        )
+        if row is None:
+            await self._refuse("subtasks", sub_id, status)
+
+    async def get_output(self, sub_id: str) -> Any:
+        """Return the full output a finished subtask produced."""
+        row = await self.pool.fetchrow("SELECT result FROM subtasks WHERE id = $1", sub_id)
+        if row is None:
+            raise NotFound(f"no subtask {sub_id!r}")
+        result = row["result"]
+        return None if result is None else result.get("output")
+
+    async def _refuse(self, table: str, key: str, status: Status) -> None:
+        current = await self.pool.fetchval(f"SELECT status FROM {table} WHERE id = $1", key)
+        if current is None:
+            raise NotFound(f"no row {key!r} in {table}")
+        raise InvalidTransition(
+            f"{table[:-1]} {key}: {current} -> {status.value} is not a legal transition"
+        )
+
+    # -- events, model outputs, usage, blobs --------------------------------------------
+    async def add_event(
+        self, event_id: str, *, task_id: str, kind: str, subtask: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event once; the same id written again is ignored."""
+        await self.pool.execute(
+            """
+            INSERT INTO events (id, task_id, subtask_id, kind, data) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (id) DO NOTHING
+            """,
+            event_id, task_id, subtask, kind, data or {},
+        )
+
+    async def events(self, task_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM events WHERE task_id = $1 ORDER BY created_at, id", task_id
+        )
+        return [dict(r) for r in rows]
+
+    async def record_llm_output(
+        self, output_id: str, *, task_id: str, subtask: str | None, purpose: str, model: str,
+        raw: str, valid: bool, errors: list[str],
+    ) -> None:
+        """Keep what a model said (valid or not) so a failed split can be inspected."""
+        await self.pool.execute(
+            """
+            INSERT INTO llm_outputs (id, task_id, subtask_id, purpose, model, raw_output, valid,
+                                     errors)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING
+            """,
+            output_id, task_id, subtask, purpose, model, raw, valid, errors,
+        )
+
+    async def record_usage(
+        self, usage_id: str, *, task_id: str, subtask: str | None, model: str,
+        prompt_tokens: int, completion_tokens: int, agent_id: str | None = None,
+        cost_usd: float = 0.0,
+    ) -> None:
+        await self.pool.execute(
+            """
+            INSERT INTO usage (id, task_id, subtask_id, agent_id, model, prompt_tokens,
+                               completion_tokens, cost_usd)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING
+            """,
+            usage_id, task_id, subtask, agent_id, model, prompt_tokens, completion_tokens,
+            cost_usd,
+        )
+
+    async def save_blob(
+        self, blob_id: str, *, task_id: str, subtask: str | None, name: str, mime: str,
+        data: bytes,
+    ) -> None:
+        await self.pool.execute(
+            """
+            INSERT INTO blobs (id, task_id, subtask_id, name, mime, size, data)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING
+            """,
+            blob_id, task_id, subtask, name, mime, len(data), data,
+        )
+
+    async def get_blob(self, blob_id: str) -> bytes:
+        data = await self.pool.fetchval("SELECT data FROM blobs WHERE id = $1", blob_id)
+        if data is None:
+            raise NotFound(f"no blob {blob_id!r}")
+        return bytes(data)

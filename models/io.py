@@ -1,0 +1,157 @@
+"""Inputs and results of workflows, activities, signals and queries: one model each way."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from models.plan import Plan, PlanStep
+from models.task import Metrics, Priority, Status
+
+# Outputs larger than this (as JSON) travel through history as a preview; the full value
+# stays in PostgreSQL and activities load it by subtask id.
+INLINE_OUTPUT_LIMIT = 8_192
+
+
+class Routing(BaseModel):
+    """Where each kind of activity runs; decided by the worker, recorded in history."""
+
+    llm_queue: str
+    sandbox_queue: str
+    tool_queue: str
+    local_tools: bool = False
+
+
+class TaskInput(BaseModel):
+    """What a person asks for: a prompt to split, or an explicit plan."""
+
+    prompt: str = ""
+    plan: Plan | None = None
+    title: str = ""
+    priority: Priority = Priority.MEDIUM
+    deadline: datetime | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    max_steps: int | None = Field(None, ge=1, le=1000)
+
+
+class BeginTaskInput(BaseModel):
+    task_id: str
+    task: TaskInput
+    created_at: datetime
+
+
+class BeginTaskResult(BaseModel):
+    routing: Routing
+    max_steps: int
+    plan_errors: list[str] = Field(default_factory=list)
+
+
+class SplitInput(BaseModel):
+    task_id: str
+    prompt: str
+    max_steps: int
+
+
+class SplitResult(BaseModel):
+    plan: Plan
+    rounds: int = 1
+    metrics: Metrics = Field(default_factory=Metrics)
+
+
+class SavePlanInput(BaseModel):
+    task_id: str
+    plan: Plan
+    started_at: datetime
+
+
+class StepOutput(BaseModel):
+    """A finished step's output as it travels through history (maybe only a preview)."""
+
+    step_id: str
+    subtask_id: str
+    output: Any = None
+    truncated: bool = False
+    summary: str = ""
+
+
+class SubtaskInput(BaseModel):
+    task_id: str
+    step: PlanStep
+    routing: Routing
+    inputs: dict[str, StepOutput] = Field(default_factory=dict)
+    waiting_for: list[str] = Field(default_factory=list)
+    notify: list[str] = Field(default_factory=list, description="child ids to release")
+
+
+class DependencyDone(BaseModel):
+    """Signal: a dependency finished and here is its output."""
+
+    output: StepOutput
+
+
+class SubtaskResult(BaseModel):
+    step_id: str
+    status: Status
+    output: StepOutput | None = None
+    error: str | None = None
+    delivered: list[str] = Field(default_factory=list)
+    metrics: Metrics = Field(default_factory=Metrics)
+
+
+class StepRun(BaseModel):
+    """Activity input: run one step now, its dependencies' outputs at hand."""
+
+    task_id: str
+    subtask_id: str
+    step: PlanStep
+    inputs: dict[str, StepOutput] = Field(default_factory=dict)
+
+
+class StepOutcome(BaseModel):
+    success: bool
+    output: StepOutput
+    error: str | None = None
+    metrics: Metrics = Field(default_factory=Metrics)
+
+
+class FailSubtaskInput(BaseModel):
+    task_id: str
+    subtask_id: str
+    status: Status
+    error: str
+
+
+class SubtaskView(BaseModel):
+    id: str
+    step_id: str
+    type: str
+    status: Status
+    dependencies: list[str] = Field(default_factory=list)
+    output: Any = None
+    truncated: bool = False
+    error: str | None = None
+
+
+class TaskResult(BaseModel):
+    task_id: str
+    status: Status
+    error: str | None = None
+    title: str = ""
+    subtasks: list[SubtaskView] = Field(default_factory=list)
+    metrics: Metrics = Field(default_factory=Metrics)
+
+
+class Progress(BaseModel):
+    task_id: str
+    status: Status
+    counts: dict[str, int] = Field(default_factory=dict)
+    subtasks: list[SubtaskView] = Field(default_factory=list)
+    error: str | None = None
+
+
+class FinishTaskInput(BaseModel):
+    result: TaskResult
+    completed_at: datetime

@@ -1,0 +1,152 @@
+"""The parent/child workflows on a real Temporal dev server and real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from temporalio.client import Client
+
+from activities.store import Store
+from models.io import Progress, TaskInput
+from models.settings import Settings
+from models.task import Status
+from tests.helpers import by_step, outcome, plan_of, run_plan, start_task
+from worker import Deps
+
+
+async def test_diamond_passes_outputs_along_edges(
+    client: Client, worker: Settings, deps: Deps
+) -> None:
+    result = await run_plan(
+        client, worker,
+        {"id": "a", "type": "tool", "tool": "echo", "args": {"value": "A"}},
+        {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
+         "args": {"parts": ["${a}", "b"]}},
+        {"id": "c", "type": "tool", "tool": "concat", "deps": ["a"],
+         "args": {"parts": ["${a}", "c"]}},
+        {"id": "d", "type": "tool", "tool": "concat", "deps": ["b", "c"],
+         "args": {"parts": ["${b}", "+", "${c}"]}},
+    )
+    assert result.status is Status.COMPLETED, result.error
+    steps = by_step(result)
+    assert steps["d"].output == "Ab+Ac"
+    rows = await Store(deps.pool).list_subtasks(result.task_id)
+    assert {r["id"]: r["status"] for r in rows} == {
+        f"{result.task_id}/{s}": "COMPLETED" for s in "abcd"
+    }
+    assert all(r["result"]["success"] for r in rows)
+    task = await Store(deps.pool).get_task(result.task_id)
+    assert task["status"] == "COMPLETED"
+    assert task["result"]["subtasks"][3]["output"] == "Ab+Ac"
+
+
+async def test_chain_released_by_signals_keeps_every_output(
+    client: Client, worker: Settings
+) -> None:
+    steps = [{"id": "s0", "type": "tool", "tool": "echo", "args": {"value": "0"}}]
+    for i in range(1, 8):
+        steps.append({"id": f"s{i}", "type": "tool", "tool": "concat", "deps": [f"s{i-1}"],
+                      "args": {"parts": [f"${{s{i-1}}}", str(i)]}})
+    result = await run_plan(client, worker, *steps)
+    assert result.status is Status.COMPLETED, result.error
+    assert by_step(result)["s7"].output == "01234567"
+
+
+async def test_wide_fan_out_runs_branches_in_parallel(client: Client, worker: Settings) -> None:
+    steps = [{"id": f"w{i}", "type": "tool", "tool": "sleep", "args": {"seconds": 1}}
+             for i in range(30)]
+    steps.append({"id": "join", "type": "tool", "tool": "echo", "args": {"value": "done"},
+                  "deps": [f"w{i}" for i in range(30)]})
+    began = time.monotonic()
+    result = await run_plan(client, worker, *steps)
+    elapsed = time.monotonic() - began
+    assert result.status is Status.COMPLETED, result.error
+    # 30 one-second steps in sequence would take 30 s.
+    assert elapsed < 8, elapsed
+
+
+async def test_failed_step_blocks_dependents_while_other_branches_finish(
+    client: Client, worker: Settings, deps: Deps
+) -> None:
+    result = await run_plan(
+        client, worker,
+        {"id": "bad", "type": "tool", "tool": "fail", "args": {"message": "no luck"}},
+        {"id": "after", "type": "tool", "tool": "echo", "deps": ["bad"], "args": {"value": 1}},
+        {"id": "later", "type": "tool", "tool": "echo", "deps": ["after"],
+         "args": {"value": 2}},
+        {"id": "joined", "type": "tool", "tool": "echo", "deps": ["bad", "other"],
+         "args": {"value": 3}},
+        {"id": "other", "type": "tool", "tool": "sleep", "args": {"seconds": 0.5}},
+        {"id": "other2", "type": "tool", "tool": "echo", "deps": ["other"],
+         "args": {"value": 4}},
+    )
+    assert result.status is Status.FAILED
+    steps = by_step(result)
+    assert steps["bad"].status is Status.FAILED
+    assert "no luck" in (steps["bad"].error or "")
+    for s in ("after", "later", "joined"):
+        assert steps[s].status is Status.BLOCKED, s
+    assert steps["other2"].status is Status.COMPLETED
+    assert result.error and "bad" in result.error and "blocked: " in result.error
+    assert "after" in result.error and "later" in result.error
+    rows = {r["step_id"]: r for r in await Store(deps.pool).list_subtasks(result.task_id)}
+    assert rows["bad"]["status"] == "FAILED"
+    assert "no luck" in rows["bad"]["error"]
+    assert rows["later"]["status"] == "BLOCKED"
+    assert rows["other2"]["status"] == "COMPLETED"
+    assert (await Store(deps.pool).get_task(result.task_id))["status"] == "FAILED"
+
+
+async def test_progress_is_queryable_while_running(client: Client, worker: Settings) -> None:
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "quick", "type": "tool", "tool": "echo", "args": {"value": 1}},
+        {"id": "slow", "type": "tool", "tool": "sleep", "args": {"seconds": 3}},
+        {"id": "last", "type": "tool", "tool": "echo", "deps": ["slow", "quick"],
+         "args": {"value": 2}},
+    )))
+    seen: Progress | None = None
+    for _ in range(50):
+        p = await handle.query("progress", result_type=Progress)
+        if p.counts.get("COMPLETED") == 1 and p.counts.get("RUNNING") == 1:
+            seen = p
+            break
+        await asyncio.sleep(0.1)
+    assert seen is not None, "never saw one step done and one running"
+    assert seen.status is Status.RUNNING
+    assert {s.step_id: s.status for s in seen.subtasks}["last"] is Status.PENDING
+    assert (await outcome(handle)).status is Status.COMPLETED
+
+
+async def test_plan_with_unknown_tool_fails_the_task_naming_it(
+    client: Client, worker: Settings
+) -> None:
+    result = await run_plan(client, worker,
+                            {"id": "a", "type": "tool", "tool": "teleport", "args": {}})
+    assert result.status is Status.FAILED
+    assert result.error and "unknown tool 'teleport'" in result.error
+
+
+async def test_bad_tool_arguments_fail_the_step_without_retrying(
+    client: Client, worker: Settings
+) -> None:
+    result = await run_plan(client, worker,
+                            {"id": "a", "type": "tool", "tool": "sleep",
+                             "args": {"seconds": "soon"}})
+    assert result.status is Status.FAILED
+    assert "seconds" in (by_step(result)["a"].error or "")
+
+
+async def test_large_output_travels_as_a_preview_and_reaches_dependents_whole(
+    client: Client, worker: Settings, deps: Deps
+) -> None:
+    result = await run_plan(
+        client, worker,
+        {"id": "big", "type": "tool", "tool": "big", "args": {"size": 200_000}},
+        {"id": "len", "type": "tool", "tool": "concat", "deps": ["big"],
+         "args": {"parts": ["${big}"]}},
+    )
+    assert result.status is Status.COMPLETED, result.error
+    steps = by_step(result)
+    assert steps["big"].truncated and "characters omitted" in steps["big"].output
+    assert len(await Store(deps.pool).get_output(f"{result.task_id}/len")) == 200_000

@@ -1,0 +1,188 @@
+"""Run a BeesTown worker: `python worker.py` (settings from the environment, see README)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.code import CodeActivities
+from activities.db import create_pool, resolve_dsn
+from activities.llm import LLM, LLMActivities
+from activities.sandbox import SandboxError, SandboxFactory
+from activities.steps import StepBook, SubtaskActivities
+from activities.store import Store
+from activities.tasks import TaskActivities
+from activities.tools import ToolActivities, ToolRegistry, builtin_tools
+from models.io import Routing
+from models.settings import Settings
+from workflows.subtask import SubtaskWorkflow
+from workflows.task import TaskWorkflow
+
+log = logging.getLogger("beestown.worker")
+
+
+@dataclass
+class Deps:
+    """What the activities of one worker process share."""
+
+    pool: asyncpg.Pool
+    store: Store
+    registry: ToolRegistry
+    llm: LLM | None
+    sandbox: SandboxFactory | None
+    sandbox_problem: str | None = None
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+
+async def connect(settings: Settings) -> Client:
+    """Return a Temporal client on the configured server, speaking pydantic."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_deps(
+    settings: Settings, *, registry: ToolRegistry | None = None
+) -> AsyncIterator[Deps]:
+    """Open the pool (migrating the schema), the LLM client and the sandbox; close them after."""
+    dsn = await resolve_dsn(
+        settings.database_url.get_secret_value() if settings.database_url else None,
+        settings.state_dir,
+    )
+    pool = await create_pool(dsn)
+    llm = None
+    if settings.llm_configured:
+        llm = LLM(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+            model=settings.model,
+            timeout_s=settings.llm_timeout_s,
+        )
+    sandbox: SandboxFactory | None = None
+    problem: str | None = None
+    if "sandbox" in settings.roles:
+        factory = SandboxFactory(
+            backend=settings.sandbox_backend,
+            e2b_api_key=settings.e2b_api_key.get_secret_value() if settings.e2b_api_key else None,
+        )
+        try:
+            await factory.self_test()
+            sandbox = factory
+        except SandboxError as e:
+            problem = str(e)
+            log.error("sandbox self-test failed; this worker refuses code steps: %s", problem)
+    try:
+        yield Deps(pool=pool, store=Store(pool), registry=registry or builtin_tools(),
+                   llm=llm, sandbox=sandbox, sandbox_problem=problem)
+    finally:
+        await pool.close()
+
+
+def routing(settings: Settings) -> Routing:
+    tool_queue = settings.queue_for("tools")
+    return Routing(
+        llm_queue=settings.queue_for("llm"),
+        sandbox_queue=settings.queue_for("sandbox"),
+        tool_queue=tool_queue,
+        # Tool steps run as local activities (no hop through the server) when the
+        # workflow worker serves tools itself.
+        local_tools=tool_queue == settings.task_queue and {"tools", "workflows"} <= settings.roles,
+    )
+
+
+def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker]:
+    """Return one Worker per task queue this process serves."""
+    book = StepBook(deps.store)
+    by_queue: dict[str, list[Callable[..., Any]]] = {}
+    roles = settings.roles
+    if "workflows" in roles:
+        tasks = TaskActivities(deps.store, routing=routing(settings),
+                               max_steps=settings.max_plan_steps,
+                               tool_names=deps.registry.names())
+        by_queue.setdefault(settings.task_queue, []).extend(
+            [tasks.begin_task, tasks.save_plan, tasks.finish_task,
+             SubtaskActivities(deps.store).fail_subtask]
+        )
+    if "llm" in roles:
+        llm = LLMActivities(llm=deps.llm, store=deps.store, book=book,
+                            tool_names=deps.registry.names())
+        by_queue.setdefault(settings.queue_for("llm"), []).extend(
+            [llm.split_task, llm.run_llm_step]
+        )
+    if "sandbox" in roles:
+        code = CodeActivities(deps.sandbox, book, unavailable=deps.sandbox_problem)
+        by_queue.setdefault(settings.queue_for("sandbox"), []).append(code.run_code_step)
+    if "tools" in roles:
+        tools = ToolActivities(deps.registry, book)
+        by_queue.setdefault(settings.queue_for("tools"), []).append(tools.run_tool_step)
+    if "workflows" in roles:
+        by_queue.setdefault(settings.task_queue, [])
+    workers = []
+    for queue, activities in by_queue.items():
+        workflows = [TaskWorkflow, SubtaskWorkflow] if (
+            "workflows" in roles and queue == settings.task_queue) else []
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=workflows,
+                activities=activities,
+                max_concurrent_activities=200,
+                max_concurrent_workflow_tasks=200,
+                max_concurrent_local_activities=200,
+                # A killed worker's sticky queue is given up on after 2 s instead of 5 s,
+                # so another worker resumes its workflows sooner (measured in the notes).
+                sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
+                graceful_shutdown_timeout=timedelta(seconds=5),
+            )
+        )
+    return workers
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run this process's workers until `stop` is set (or SIGINT/SIGTERM)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    client = await connect(settings)
+    async with open_deps(settings) as deps:
+        workers = build_workers(client, settings, deps)
+        async with contextlib.AsyncExitStack() as stack:
+            for w in workers:
+                await stack.enter_async_context(w)
+            log.info(
+                "worker ready on %s (queues: %s; roles: %s)", settings.temporal_address,
+                ", ".join(w.task_queue for w in workers), settings.worker_roles,
+            )
+            await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings()
+    except Exception as e:  # pydantic names the variable that is wrong
+        raise SystemExit(f"worker: bad configuration: {e}") from e
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Timeouts and retry policies, named once and applied at each call site."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Errors that no retry can fix: the activity already said so, this only documents it.
+PERMANENT = ["InvalidPlan", "LLMRequestRejected", "LLMNotConfigured", "SandboxUnavailable",
+             "UnknownTool", "BadToolArguments", "ToolFailed"]
+
+STORE_TIMEOUT = timedelta(seconds=30)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=30,
+)
+
+SPLIT_TIMEOUT = timedelta(minutes=5)
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=PERMANENT,
+)
+LLM_STEP_TIMEOUT = timedelta(minutes=5)
+
+TOOL_TIMEOUT = timedelta(minutes=10)
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=3,
+    non_retryable_error_types=PERMANENT,
+)
+
+CODE_TIMEOUT = timedelta(minutes=15)
+# A code step heartbeats every 2 s; a worker that stops heartbeating (killed) is given
+# up on after this, and the step is retried elsewhere.
+CODE_HEARTBEAT = timedelta(seconds=10)
+CODE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=3,
+    non_retryable_error_types=PERMANENT,
+)
+

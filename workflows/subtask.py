@@ -1,0 +1,178 @@
+"""SubtaskWorkflow: one step of a plan, as its own child workflow `<task-id>/<step-id>`.
+
+A child may be started before its dependencies finish; it then waits for one
+`dependency_done` signal per missing dependency (from the dependency itself, or from the
+parent) and runs the moment the last one arrives. When it finishes it releases the
+dependents it was told to, so the release costs no hop through the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from activities.code import CodeActivities
+    from activities.llm import LLMActivities
+    from activities.steps import SubtaskActivities
+    from activities.tools import ToolActivities
+    from models.io import (
+        DependencyDone,
+        FailSubtaskInput,
+        StepOutcome,
+        StepOutput,
+        StepRun,
+        SubtaskInput,
+        SubtaskResult,
+        SubtaskView,
+    )
+    from models.task import Status, StepType, subtask_id
+    from workflows import policies
+
+
+def failure_message(err: BaseException) -> str:
+    """Return what went wrong in a failed activity or child, without the wrappers."""
+    while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
+        err = err.cause
+    if isinstance(err, ApplicationError):
+        # A failed child's message already names the root cause.
+        if err.type and err.type != "SubtaskFailed":
+            return f"{err.type}: {err.message}"
+        return err.message
+    return str(getattr(err, "message", "") or err)
+
+
+@workflow.defn(name="SubtaskWorkflow")
+class SubtaskWorkflow:
+    def __init__(self) -> None:
+        self._inputs: dict[str, StepOutput] = {}
+        self._status = Status.PENDING
+        self._step_id = ""
+        self._type = ""
+        self._error: str | None = None
+        self._output: StepOutput | None = None
+
+    @workflow.signal(name="dependency_done")
+    def dependency_done(self, sig: DependencyDone) -> None:
+        # Delivery may happen twice (from the dependency and from the parent): keep the first.
+        self._inputs.setdefault(sig.output.step_id, sig.output)
+
+    @workflow.query(name="progress")
+    def progress(self) -> SubtaskView:
+        return SubtaskView(
+            id=workflow.info().workflow_id,
+            step_id=self._step_id,
+            type=self._type,
+            status=self._status,
+            output=self._output.output if self._output else None,
+            error=self._error,
+        )
+
+    @workflow.run
+    async def run(self, inp: SubtaskInput) -> SubtaskResult:
+        step = inp.step
+        self._step_id, self._type = step.id, step.type.value
+        for key, value in inp.inputs.items():
+            self._inputs.setdefault(key, value)
+        await workflow.wait_condition(lambda: all(d in self._inputs for d in step.deps))
+        self._status = Status.RUNNING
+        run = StepRun(
+            task_id=inp.task_id,
+            subtask_id=workflow.info().workflow_id,
+            step=step,
+            inputs={d: self._inputs[d] for d in step.deps},
+        )
+        try:
+            outcome = await self._execute(inp, run)
+        except ActivityError as e:
+            self._error = failure_message(e)
+            await workflow.execute_activity_method(
+                SubtaskActivities.fail_subtask,
+                FailSubtaskInput(task_id=inp.task_id, subtask_id=run.subtask_id,
+                                 status=Status.FAILED, error=self._error),
+                start_to_close_timeout=policies.STORE_TIMEOUT,
+                retry_policy=policies.STORE_RETRY,
+            )
+            self._status = Status.FAILED
+            raise ApplicationError(
+                f"step {step.id} failed: {self._error}", type="SubtaskFailed", non_retryable=True
+            ) from e
+        self._output = outcome.output
+        if not outcome.success:
+            self._status, self._error = Status.FAILED, outcome.error
+            raise ApplicationError(
+                f"step {step.id} failed: {outcome.error}", type="SubtaskFailed",
+                non_retryable=True,
+            )
+        self._status = Status.COMPLETED
+        delivered = await self._release(inp.notify, outcome.output)
+        return SubtaskResult(
+            step_id=step.id,
+            status=Status.COMPLETED,
+            output=outcome.output,
+            delivered=delivered,
+            metrics=outcome.metrics,
+        )
+
+    async def _execute(self, inp: SubtaskInput, run: StepRun) -> StepOutcome:
+        step, routing = run.step, inp.routing
+        if step.type is StepType.TOOL:
+            if routing.local_tools:
+                return await workflow.execute_local_activity_method(
+                    ToolActivities.run_tool_step, run,
+                    start_to_close_timeout=policies.TOOL_TIMEOUT,
+                    retry_policy=policies.TOOL_RETRY,
+                )
+            return await workflow.execute_activity_method(
+                ToolActivities.run_tool_step, run,
+                task_queue=routing.tool_queue,
+                start_to_close_timeout=policies.TOOL_TIMEOUT,
+                retry_policy=policies.TOOL_RETRY,
+            )
+        if step.type is StepType.CODE:
+            return await workflow.execute_activity_method(
+                CodeActivities.run_code_step, run,
+                task_queue=routing.sandbox_queue,
+                start_to_close_timeout=policies.CODE_TIMEOUT,
+                heartbeat_timeout=policies.CODE_HEARTBEAT,
+                retry_policy=policies.CODE_RETRY,
+            )
+        if step.type in (StepType.SEARCH, StepType.WRITE):
+            return await workflow.execute_activity_method(
+                LLMActivities.run_llm_step, run,
+                task_queue=routing.llm_queue,
+                start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
+                retry_policy=policies.LLM_RETRY,
+            )
+        raise ApplicationError(f"no handler for step type {step.type!r}",
+                               type="UnknownStepType", non_retryable=True)
+
+    async def _release(self, notify: list[str], output: StepOutput) -> list[str]:
+        """Signal each dependent that this step is done; return those that got it.
+
+        The signals are awaited before the workflow completes: a signal sent in the same
+        workflow task as completion would never be delivered. A dependent that does not
+        exist yet is left to the parent, which hands it the output when it starts it.
+        """
+
+        async def send(child_id: str) -> str | None:
+            handle = workflow.get_external_workflow_handle(child_id)
+            try:
+                await handle.signal(SubtaskWorkflow.dependency_done, DependencyDone(output=output))
+            except FailureError:
+                return None
+            return child_id
+
+        results = await asyncio.gather(*(send(c) for c in notify))
+        return [c for c in results if c is not None]
+
+
+def child_id(task_id: str, step_id: str) -> str:
+    return subtask_id(task_id, step_id)
