@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -169,7 +170,12 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings()
     except Exception as e:  # pydantic names the variable that is wrong
         raise SystemExit(f"starter: bad configuration: {e}") from e
-    raise SystemExit(asyncio.run(run(args, settings)))
+    code = asyncio.run(run(args, settings))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter finalization: the Temporal client's native threads can race it
+    # and abort the process (seen as rc 134 after a correct run).
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ class Store:
                     """
                     UPDATE subtasks SET status = $2, error = coalesce(error, $3),
                         completed_at = coalesce(completed_at, $4), updated_at = now()
-                    WHERE id = $1 AND status = ANY($5::text[])
+                    WHERE id = $1 AND status <> $2 AND status = ANY($5::text[])
                     """,
                     sub.id,
                     sub.status.value,

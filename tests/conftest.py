@@ -148,6 +148,7 @@ def make_settings(tmp: Path, database_url: str, llm_url: str, address: str,
         "model": "fake-model",
         "state_dir": tmp,
         "sandbox_backend": "local",
+        "workflow_sandbox": True,
     }
     values.update(overrides)
     return Settings(**values)
