@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError
 
 from models.io import Progress, TaskInput, TaskResult
@@ -106,10 +106,13 @@ async def follow(handle: WorkflowHandle[Any, Any], console: Console, *, quiet: b
     finally:
         if live:
             live.stop()
+            console.print()
 
 
 def _result_of_failure(task_id: str, e: WorkflowFailureError) -> TaskResult:
     cause = e.cause
+    if isinstance(cause, CancelledError):
+        return TaskResult(task_id=task_id, status=Status.CANCELLED, error="cancelled")
     if isinstance(cause, ApplicationError) and cause.details:
         try:
             return TaskResult.model_validate(cause.details[0])
@@ -151,7 +154,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         "TaskWorkflow", task, id=task_id, task_queue=settings.task_queue,
         static_summary=(args.title or (plan.title if plan else "") or args.prompt or "")[:200],
     )
-    console.print(f"task [bold]{task_id}[/]\n{ui_link(settings, task_id, handle.result_run_id)}")
+    console.print(f"task [bold]{task_id}[/]")
+    console.print(ui_link(settings, task_id, handle.result_run_id), soft_wrap=True)
     if not (args.wait or args.json):
         return EXIT_OK
     result = await follow(handle, console, quiet=args.json)

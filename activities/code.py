@@ -70,7 +70,8 @@ class CodeActivities:
                 non_retryable=True,
             )
         started = datetime.now(UTC)
-        await self.book.begin(run)
+        if done := await self.book.begin(run):
+            return done
         inputs = await self.book.full_inputs(run)
         beat = asyncio.create_task(_heartbeat_forever())
         try:
@@ -82,7 +83,12 @@ class CodeActivities:
             setup = await session.run_cell(_PRELUDE.format(payload=repr(json.dumps(inputs))))
             if setup.error or setup.timed_out:
                 raise SandboxInfraError(f"could not bind inputs: {setup.error}")
-            cell = await session.run_cell(run.step.code or "")
+            cells: list[CellResult] = []
+            for code in run.step.cells:
+                cells.append(await session.run_cell(code))
+                if cells[-1].error is not None or cells[-1].timed_out:
+                    break
+            cell = _merge(cells)
             value: Any = cell.stdout.rstrip("\n")
             if cell.error is None and not cell.timed_out:
                 await session.run_cell(_EPILOGUE)
@@ -136,6 +142,21 @@ class CodeActivities:
                 continue
             await keep(name, data, mimetypes.guess_type(name)[0] or "application/octet-stream")
         return kept
+
+
+def _merge(cells: list[CellResult]) -> CellResult:
+    """Return one result for a step's cells: streams joined, the last error, every display."""
+    merged = CellResult()
+    for c in cells:
+        merged.stdout += c.stdout
+        merged.stderr += c.stderr
+        merged.results += c.results
+        merged.error = c.error or merged.error
+        merged.timed_out = merged.timed_out or c.timed_out
+        merged.stdout_truncated = merged.stdout_truncated or c.stdout_truncated
+        merged.stderr_truncated = merged.stderr_truncated or c.stderr_truncated
+        merged.duration_ms += c.duration_ms
+    return merged
 
 
 async def _heartbeat_forever() -> None:

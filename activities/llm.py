@@ -195,7 +195,8 @@ class LLMActivities:
         """Do a search or write step with the model, dependencies' outputs in context."""
         llm = self._require_llm()
         started = datetime.now(UTC)
-        await self.book.begin(run)
+        if done := await self.book.begin(run):
+            return done
         inputs = await self.book.full_inputs(run)
         context = "\n\n".join(
             f"## Output of step {k}\n{v if isinstance(v, str) else json.dumps(v)}"

@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities.store import Store
 from models.io import INLINE_OUTPUT_LIMIT, FailSubtaskInput, StepOutcome, StepOutput, StepRun
-from models.task import Metrics, Result, Status
+from models.task import InvalidTransition, Metrics, Result, Status
 
 
 def preview(value: Any, *, limit: int = INLINE_OUTPUT_LIMIT) -> tuple[Any, bool]:
@@ -39,11 +39,22 @@ class StepBook:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def begin(self, run: StepRun) -> None:
+    async def begin(self, run: StepRun) -> StepOutcome | None:
+        """Mark the step RUNNING; return its stored outcome instead if it already finished.
+
+        An attempt can write its result and die before Temporal hears of it; the retry
+        then hands back what was stored rather than doing the work twice.
+        """
+        done = await self.store.completed_result(run.subtask_id)
+        if done is not None:
+            activity.logger.info("%s already completed; returning the stored result",
+                                 run.subtask_id)
+            return self._outcome(run, done)
         info = activity.info()
         await self.store.start_subtask(
             run.subtask_id, attempt=info.attempt, at=datetime.now(UTC)
         )
+        return None
 
     async def full_inputs(self, run: StepRun) -> dict[str, Any]:
         """Return every dependency's complete output, loading truncated ones from the store."""
@@ -71,6 +82,10 @@ class StepBook:
             error=result.error,
             at=now,
         )
+        return self._outcome(run, result)
+
+    @staticmethod
+    def _outcome(run: StepRun, result: Result) -> StepOutcome:
         value, truncated = preview(result.output)
         return StepOutcome(
             success=result.success,
@@ -94,11 +109,18 @@ class SubtaskActivities:
 
     @activity.defn(name="fail_subtask")
     async def fail_subtask(self, inp: FailSubtaskInput) -> None:
-        """Record that a subtask ended without a result (its step raised, or it was cut off)."""
-        await self.store.finish_subtask(
-            inp.subtask_id,
-            status=inp.status,
-            result=Result(success=False, error=inp.error, metrics=Metrics()),
-            error=inp.error,
-            at=datetime.now(UTC),
-        )
+        """Record that a subtask ended without a result (its step raised, or it was cancelled).
+
+        A subtask that completed meanwhile keeps its result: nothing produced is lost.
+        """
+        try:
+            await self.store.finish_subtask(
+                inp.subtask_id,
+                status=inp.status,
+                result=Result(success=False, error=inp.error, metrics=Metrics()),
+                error=inp.error,
+                at=datetime.now(UTC),
+            )
+        except InvalidTransition as e:
+            activity.logger.warning("not recording %s for %s: %s", inp.status,
+                                    inp.subtask_id, e)

@@ -196,6 +196,15 @@ class Store:
         if row is None:
             await self._refuse("subtasks", sub_id, status)
 
+    async def completed_result(self, sub_id: str) -> Result | None:
+        """Return the stored result if the subtask already COMPLETED, else None."""
+        row = await self.pool.fetchrow(
+            "SELECT status, result FROM subtasks WHERE id = $1", sub_id
+        )
+        if row is None or row["status"] != Status.COMPLETED.value or row["result"] is None:
+            return None
+        return Result.model_validate(row["result"])
+
     async def get_output(self, sub_id: str) -> Any:
         """Return the full output a finished subtask produced."""
         row = await self.pool.fetchrow("SELECT result FROM subtasks WHERE id = $1", sub_id)

@@ -28,7 +28,9 @@ class PlanStep(BaseModel):
     deps: list[str] = Field(
         default_factory=list, validation_alias=AliasChoices("deps", "dependencies", "depends_on")
     )
-    code: str | None = None
+    code: str | list[str] | None = Field(
+        None, description="Python for the sandbox; a list runs as notebook cells in one session"
+    )
     tool: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.MEDIUM
@@ -36,6 +38,14 @@ class PlanStep(BaseModel):
     estimated_duration_s: float | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+    @property
+    def cells(self) -> list[str]:
+        """The step's code as a list of notebook cells (empty when it has none)."""
+        if self.code is None:
+            return []
+        return [self.code] if isinstance(self.code, str) else list(self.code)
 
 
 class Plan(BaseModel):
@@ -72,7 +82,7 @@ def graph_errors(plan: Plan, *, max_steps: int) -> list[str]:
                 errors.append(f"step {s.id!r} depends on unknown step {d!r}")
         if len(set(s.deps)) != len(s.deps):
             errors.append(f"step {s.id!r} lists a dependency twice")
-        if s.type is StepType.CODE and not (s.code and s.code.strip()):
+        if s.type is StepType.CODE and not any(c.strip() for c in s.cells):
             errors.append(f"code step {s.id!r} has no code")
         if s.type is StepType.TOOL and not s.tool:
             errors.append(f"tool step {s.id!r} names no tool")

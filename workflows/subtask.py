@@ -14,9 +14,11 @@ from temporalio import workflow
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    CancelledError,
     ChildWorkflowError,
     FailureError,
 )
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.code import CodeActivities
@@ -77,6 +79,24 @@ class SubtaskWorkflow:
 
     @workflow.run
     async def run(self, inp: SubtaskInput) -> SubtaskResult:
+        try:
+            return await self._run(inp)
+        except asyncio.CancelledError:
+            # A child still waiting for its dependencies records nothing: the parent
+            # decides whether it is BLOCKED or CANCELLED.
+            if self._status is Status.RUNNING:
+                self._status, self._error = Status.CANCELLED, "cancelled"
+                await workflow.execute_activity_method(
+                    SubtaskActivities.fail_subtask,
+                    FailSubtaskInput(task_id=inp.task_id,
+                                     subtask_id=workflow.info().workflow_id,
+                                     status=Status.CANCELLED, error="cancelled"),
+                    start_to_close_timeout=policies.STORE_TIMEOUT,
+                    retry_policy=policies.STORE_RETRY,
+                )
+            raise
+
+    async def _run(self, inp: SubtaskInput) -> SubtaskResult:
         step = inp.step
         self._step_id, self._type = step.id, step.type.value
         for key, value in inp.inputs.items():
@@ -92,6 +112,8 @@ class SubtaskWorkflow:
         try:
             outcome = await self._execute(inp, run)
         except ActivityError as e:
+            if isinstance(e.cause, CancelledError):
+                raise asyncio.CancelledError from e  # recorded as CANCELLED by run()
             self._error = failure_message(e)
             await workflow.execute_activity_method(
                 SubtaskActivities.fail_subtask,
@@ -143,6 +165,8 @@ class SubtaskWorkflow:
                 start_to_close_timeout=policies.CODE_TIMEOUT,
                 heartbeat_timeout=policies.CODE_HEARTBEAT,
                 retry_policy=policies.CODE_RETRY,
+                # Wait until the activity has closed its sandbox session.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         if step.type in (StepType.SEARCH, StepType.WRITE):
             return await workflow.execute_activity_method(

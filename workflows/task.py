@@ -15,7 +15,12 @@ import asyncio
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+)
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -104,7 +109,14 @@ class TaskWorkflow:
             retry_policy=policies.STORE_RETRY,
         )
         self._status = Status.RUNNING
-        await _Dag(self, task_id, plan, begin.routing).run()
+        dag = _Dag(self, task_id, plan, begin.routing)
+        try:
+            await dag.run()
+        except asyncio.CancelledError:
+            await dag.cancel()
+            self._status, self._error = Status.CANCELLED, "cancelled"
+            await self._finish()
+            raise
 
         failed = [v.step_id for v in self._views.values() if v.status is Status.FAILED]
         blocked = [v.step_id for v in self._views.values() if v.status is Status.BLOCKED]
@@ -171,6 +183,7 @@ class _Dag:
         self.launched: set[str] = set()
         self.delivered: set[tuple[str, str]] = set()  # (dependency, dependent)
         self.tasks: list[asyncio.Task[None]] = []
+        self.cancelling = False
 
     @property
     def views(self) -> dict[str, SubtaskView]:
@@ -185,6 +198,16 @@ class _Dag:
         )
         # Every child has ended; let the last bookkeeping coroutines finish too.
         await asyncio.gather(*self.tasks)
+
+    async def cancel(self) -> None:
+        """Cancel every child still running and wait for them; unfinished steps: CANCELLED."""
+        self.cancelling = True
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for v in self.views.values():
+            if not v.status.terminal:
+                v.status, v.error = Status.CANCELLED, "cancelled"
 
     def _launch(self, step_id: str) -> None:
         if step_id in self.launched or self.views[step_id].status.terminal:
@@ -227,6 +250,11 @@ class _Dag:
         try:
             result = await handle
         except ChildWorkflowError as e:
+            if isinstance(e.cause, CancelledError) or self.cancelling:
+                view = self.views[step_id]
+                if not view.status.terminal:
+                    view.status, view.error = Status.CANCELLED, "cancelled"
+                return
             self._on_failure(step_id, failure_message(e))
             return
         self._on_success(step_id, result.output, result.delivered, result.metrics)
