@@ -233,6 +233,7 @@ class _Dag:
             ),
             id=child_id(self.task_id, step_id),
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            task_timeout=policies.CHILD_TASK_TIMEOUT,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"{step.type.value}: {step.title or step.id}",
         )
