@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.agent import AgentActivities
 from activities.code import CodeActivities
 from activities.db import create_pool, resolve_dsn
 from activities.llm import LLM, LLMActivities
@@ -23,9 +24,11 @@ from activities.sandbox import SandboxError, SandboxFactory
 from activities.steps import StepBook, SubtaskActivities
 from activities.store import Store
 from activities.tasks import TaskActivities
-from activities.tools import ToolActivities, ToolRegistry, builtin_tools
-from models.io import Routing
+from activities.tokens import load_prices
+from activities.tools import ToolActivities, Toolbox, ToolRegistry, as_toolbox, builtin_tools
+from models.io import Budgets, Routing
 from models.settings import Settings
+from models.usage import Price
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
 
@@ -38,11 +41,11 @@ class Deps:
 
     pool: asyncpg.Pool
     store: Store
-    registry: ToolRegistry
+    registry: Toolbox
     llm: LLM | None
     sandbox: SandboxFactory | None
     sandbox_problem: str | None = None
-    closers: list[Callable[[], Any]] = field(default_factory=list)
+    prices: dict[str, Price] | None = None
 
 
 async def connect(settings: Settings) -> Client:
@@ -85,9 +88,10 @@ async def open_deps(
         except SandboxError as e:
             problem = str(e)
             log.error("sandbox self-test failed; this worker refuses code steps: %s", problem)
+    prices = load_prices(settings.price_table_file) if settings.price_table_file else None
     try:
-        yield Deps(pool=pool, store=Store(pool), registry=registry or builtin_tools(),
-                   llm=llm, sandbox=sandbox, sandbox_problem=problem)
+        yield Deps(pool=pool, store=Store(pool), registry=as_toolbox(registry or builtin_tools()),
+                   llm=llm, sandbox=sandbox, sandbox_problem=problem, prices=prices)
     finally:
         await pool.close()
 
@@ -119,9 +123,12 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
     by_queue: dict[str, list[Callable[..., Any]]] = {}
     roles = settings.roles
     if "workflows" in roles:
-        tasks = TaskActivities(deps.store, routing=routing(settings),
-                               max_steps=settings.max_plan_steps,
-                               tool_names=deps.registry.names())
+        tasks = TaskActivities(
+            deps.store, routing=routing(settings), max_steps=settings.max_plan_steps,
+            tool_names=deps.registry.names(), max_turns=settings.max_turns,
+            budgets=Budgets(task_tokens=settings.task_token_budget,
+                            subtask_tokens=settings.subtask_token_budget),
+        )
         by_queue.setdefault(settings.task_queue, []).extend(
             [tasks.begin_task, tasks.save_plan, tasks.finish_task,
              SubtaskActivities(deps.store).fail_subtask]
@@ -129,15 +136,20 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
     if "llm" in roles:
         llm = LLMActivities(llm=deps.llm, store=deps.store, book=book,
                             tool_names=deps.registry.names())
+        agent = AgentActivities(llm=deps.llm, store=deps.store, book=book,
+                                toolbox=deps.registry, prices=deps.prices,
+                                context_override=settings.context_limit)
         by_queue.setdefault(settings.queue_for("llm"), []).extend(
-            [llm.split_task, llm.run_llm_step]
+            [llm.split_task, agent.agent_turn, agent.write_code]
         )
     if "sandbox" in roles:
         code = CodeActivities(deps.sandbox, book, unavailable=deps.sandbox_problem)
         by_queue.setdefault(settings.queue_for("sandbox"), []).append(code.run_code_step)
     if "tools" in roles:
         tools = ToolActivities(deps.registry, book)
-        by_queue.setdefault(settings.queue_for("tools"), []).append(tools.run_tool_step)
+        by_queue.setdefault(settings.queue_for("tools"), []).extend(
+            [tools.run_tool_step, tools.call_tool, tools.list_tools]
+        )
     if "workflows" in roles:
         by_queue.setdefault(settings.task_queue, [])
     workers = []

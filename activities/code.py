@@ -115,7 +115,10 @@ class CodeActivities:
         )
         if cell.error is not None:
             result.stderr = (result.stderr + "\n" + cell.error.traceback).strip()
-        return await self.book.finish(run, result=result, started=started)
+        outcome = await self.book.finish(run, result=result, started=started)
+        if not result.success:
+            outcome.detail = result.stderr[-2000:]
+        return outcome
 
     async def _keep_artifacts(
         self, run: StepRun, session: Any, cell: CellResult

@@ -108,6 +108,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX blobs_task_idx ON blobs (task_id);
     """,
+    """
+    CREATE TABLE memories (
+        id text PRIMARY KEY,
+        task_id text NOT NULL,
+        subtask_id text,
+        agent_id text,
+        title text NOT NULL DEFAULT '',
+        content text NOT NULL,
+        tsv tsvector GENERATED ALWAYS AS (
+            to_tsvector('english', title || ' ' || content)) STORED,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX memories_tsv_idx ON memories USING gin (tsv);
+    CREATE TABLE transcripts (
+        subtask_id text NOT NULL,
+        seq integer NOT NULL,
+        message jsonb NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (subtask_id, seq)
+    );
+    ALTER TABLE usage ADD COLUMN purpose text NOT NULL DEFAULT '';
+    """,
 ]
 
 _LOCK_KEY = 0x6265657374  # "beest": serialises migrations across processes

@@ -7,22 +7,21 @@ server refuses raises ApplicationError(type="LLMRequestRejected", non_retryable=
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.steps import StepBook, summarize
+from activities.steps import StepBook
 from activities.store import Store
-from models.io import SplitInput, SplitResult, StepOutcome, StepRun
+from models.io import SplitInput, SplitResult
 from models.plan import InvalidPlan, Plan, parse_plan_text
-from models.task import Metrics, Result, StepType
+from models.task import Metrics, StepType
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +29,18 @@ _FORMAT_MODES = ("json_schema", "json_object", "none")
 
 
 @dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
 class Reply:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class LLM:
@@ -50,12 +57,21 @@ class LLM:
         self._format = 0  # index into _FORMAT_MODES; steps down when a server refuses one
 
     async def complete(
-        self, messages: list[dict[str, Any]], *, schema: dict[str, Any] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Reply:
-        """Return the model's reply; with `schema`, ask for JSON in the best way it accepts."""
+        """Return the model's reply; with `schema`, ask for JSON in the best way it accepts.
+
+        `tools` are OpenAI function-tool definitions; the reply may then carry tool calls.
+        """
         while True:
             mode = _FORMAT_MODES[self._format] if schema is not None else "none"
             kwargs: dict[str, Any] = {}
+            if tools:
+                kwargs["tools"] = tools
             if mode == "json_schema" and schema is not None:
                 kwargs["response_format"] = {
                     "type": "json_schema",
@@ -81,12 +97,17 @@ class LLM:
                 raise _rejected(e) from e
             if not resp.choices:
                 raise ApplicationError("LLM reply has no choices", type="BadLLMReply")
-            text = resp.choices[0].message.content or ""
+            message = resp.choices[0].message
             usage = resp.usage
             return Reply(
-                text=text,
+                text=message.content or "",
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 completion_tokens=usage.completion_tokens if usage else 0,
+                tool_calls=[
+                    ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
+                    for c in message.tool_calls or []
+                    if isinstance(c, ChatCompletionMessageFunctionToolCall)
+                ],
             )
 
 
@@ -189,37 +210,3 @@ class LLMActivities:
             type="InvalidPlan",
             non_retryable=True,
         )
-
-    @activity.defn(name="run_llm_step")
-    async def run_llm_step(self, run: StepRun) -> StepOutcome:
-        """Do a search or write step with the model, dependencies' outputs in context."""
-        llm = self._require_llm()
-        started = datetime.now(UTC)
-        if done := await self.book.begin(run):
-            return done
-        inputs = await self.book.full_inputs(run)
-        context = "\n\n".join(
-            f"## Output of step {k}\n{v if isinstance(v, str) else json.dumps(v)}"
-            for k, v in inputs.items()
-        )
-        step = run.step
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": f"You carry out one {step.type} step of a larger job."},
-            {"role": "user", "content": f"# {step.title}\n{step.description}\n\n{context}".strip()},
-        ]
-        reply = await llm.complete(messages)
-        info = activity.info()
-        await self.store.record_usage(
-            f"{info.workflow_id}/{info.activity_id}/{info.attempt}", task_id=run.task_id,
-            subtask=run.subtask_id, model=llm.model, prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-        )
-        metrics = Metrics(
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-            tokens_used=reply.prompt_tokens + reply.completion_tokens,
-        )
-        result = Result(
-            success=True, output=reply.text, summary=summarize(reply.text), metrics=metrics
-        )
-        return await self.book.finish(run, result=result, started=started)

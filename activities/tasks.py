@@ -5,21 +5,31 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.store import Store
-from models.io import BeginTaskInput, BeginTaskResult, FinishTaskInput, Routing, SavePlanInput
+from models.io import (
+    BeginTaskInput,
+    BeginTaskResult,
+    Budgets,
+    FinishTaskInput,
+    Routing,
+    SavePlanInput,
+)
 from models.plan import graph_errors
-from models.task import Status, StepType
+from models.task import Metrics, Status, StepType
 
 
 class TaskActivities:
     """Task bookkeeping; also tells the workflow the worker side's routing and limits."""
 
     def __init__(
-        self, store: Store, *, routing: Routing, max_steps: int, tool_names: list[str]
+        self, store: Store, *, routing: Routing, max_steps: int, tool_names: list[str],
+        budgets: Budgets | None = None, max_turns: int = 12,
     ) -> None:
         self.store = store
         self.routing = routing
         self.max_steps = max_steps
         self.tool_names = tool_names
+        self.budgets = budgets or Budgets()
+        self.max_turns = max_turns
 
     @activity.defn(name="begin_task")
     async def begin_task(self, inp: BeginTaskInput) -> BeginTaskResult:
@@ -37,7 +47,14 @@ class TaskActivities:
                 for s in inp.task.plan.steps
                 if s.type is StepType.TOOL and s.tool and s.tool not in self.tool_names
             ]
-        return BeginTaskResult(routing=self.routing, max_steps=max_steps, plan_errors=errors)
+        budgets = Budgets(
+            task_tokens=inp.task.token_budget if inp.task.token_budget is not None
+            else self.budgets.task_tokens,
+            subtask_tokens=inp.task.subtask_token_budget
+            if inp.task.subtask_token_budget is not None else self.budgets.subtask_tokens,
+        )
+        return BeginTaskResult(routing=self.routing, max_steps=max_steps, plan_errors=errors,
+                               budgets=budgets, max_turns=inp.task.max_turns or self.max_turns)
 
     @activity.defn(name="save_plan")
     async def save_plan(self, inp: SavePlanInput) -> None:
@@ -45,6 +62,16 @@ class TaskActivities:
         await self.store.save_plan(inp.task_id, inp.plan, started_at=inp.started_at)
 
     @activity.defn(name="finish_task")
-    async def finish_task(self, inp: FinishTaskInput) -> None:
-        """Record the task's final status and result."""
-        await self.store.finish_task(inp.result, completed_at=inp.completed_at)
+    async def finish_task(self, inp: FinishTaskInput) -> Metrics:
+        """Record the task's final status and result; return its tokens and cost."""
+        usage = await self.store.usage_summary(inp.result.task_id)
+        metrics = inp.result.metrics.model_copy(update={
+            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+            "completion_tokens": int(usage.get("completion_tokens", 0)),
+            "tokens_used": int(usage.get("prompt_tokens", 0))
+            + int(usage.get("completion_tokens", 0)),
+            "cost_usd": float(usage.get("cost_usd", 0.0)),
+        })
+        result = inp.result.model_copy(update={"metrics": metrics})
+        await self.store.finish_task(result, completed_at=inp.completed_at)
+        return metrics

@@ -15,6 +15,13 @@ from models.task import Metrics, Priority, Status
 INLINE_OUTPUT_LIMIT = 8_192
 
 
+class Budgets(BaseModel):
+    """Token budgets of a task and of each of its subtasks; None means unlimited."""
+
+    task_tokens: int | None = Field(None, ge=0)
+    subtask_tokens: int | None = Field(None, ge=0)
+
+
 class Routing(BaseModel):
     """Where each kind of activity runs; decided by the worker, recorded in history."""
 
@@ -35,6 +42,9 @@ class TaskInput(BaseModel):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_steps: int | None = Field(None, ge=1, le=1000)
+    token_budget: int | None = Field(None, ge=0, description="tokens the whole task may use")
+    subtask_token_budget: int | None = Field(None, ge=0, description="tokens per subtask")
+    max_turns: int | None = Field(None, ge=1, le=200, description="model turns per subtask")
 
 
 class BeginTaskInput(BaseModel):
@@ -47,6 +57,8 @@ class BeginTaskResult(BaseModel):
     routing: Routing
     max_steps: int
     plan_errors: list[str] = Field(default_factory=list)
+    budgets: Budgets = Field(default_factory=Budgets)
+    max_turns: int = 12
 
 
 class SplitInput(BaseModel):
@@ -81,6 +93,8 @@ class SubtaskInput(BaseModel):
     task_id: str
     step: PlanStep
     routing: Routing
+    budgets: Budgets = Field(default_factory=Budgets)
+    max_turns: int = 12
     inputs: dict[str, StepOutput] = Field(default_factory=dict)
     waiting_for: list[str] = Field(default_factory=list)
     notify: list[str] = Field(default_factory=list, description="child ids to release")
@@ -114,6 +128,7 @@ class StepOutcome(BaseModel):
     success: bool
     output: StepOutput
     error: str | None = None
+    detail: str = Field("", description="e.g. the tail of a failed code step's stderr")
     metrics: Metrics = Field(default_factory=Metrics)
 
 
@@ -133,6 +148,8 @@ class SubtaskView(BaseModel):
     output: Any = None
     truncated: bool = False
     error: str | None = None
+    progress: float = Field(0.0, ge=0, le=1)
+    detail: str = ""
 
 
 class TaskResult(BaseModel):

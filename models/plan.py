@@ -33,6 +33,8 @@ class PlanStep(BaseModel):
     )
     tool: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
+    fallback_tool: str | None = Field(None, description="tried when `tool` fails for good")
+    fallback_args: dict[str, Any] | None = Field(None, description="default: `args`")
     priority: Priority = Priority.MEDIUM
     deadline: datetime | None = None
     estimated_duration_s: float | None = None
@@ -82,8 +84,6 @@ def graph_errors(plan: Plan, *, max_steps: int) -> list[str]:
                 errors.append(f"step {s.id!r} depends on unknown step {d!r}")
         if len(set(s.deps)) != len(s.deps):
             errors.append(f"step {s.id!r} lists a dependency twice")
-        if s.type is StepType.CODE and not any(c.strip() for c in s.cells):
-            errors.append(f"code step {s.id!r} has no code")
         if s.type is StepType.TOOL and not s.tool:
             errors.append(f"tool step {s.id!r} names no tool")
     cycle = find_cycle(plan)

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     model: str = Field("gpt-4o-mini", validation_alias=AliasChoices("BEESTOWN_MODEL"))
     llm_timeout_s: float = Field(120.0, gt=0, validation_alias="BEESTOWN_LLM_TIMEOUT")
     max_plan_steps: int = Field(50, ge=1, le=1000, validation_alias="BEESTOWN_MAX_PLAN_STEPS")
+    max_turns: int = Field(12, ge=1, le=200, validation_alias="BEESTOWN_MAX_TURNS")
 
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
     sandbox_backend: str = Field("auto", validation_alias="BEESTOWN_SANDBOX")
@@ -94,3 +95,18 @@ class Settings(BaseSettings):
     # `python -m activities.sandbox.setup` installs, else /usr/bin/python3.
     sandbox_python: Path | None = Field(None, validation_alias="BEESTOWN_SANDBOX_PYTHON")
     sandbox_bwrap: str | None = Field(None, validation_alias="BEESTOWN_SANDBOX_BWRAP")
+
+    # --- tokens ---
+    # YAML or JSON: model -> {input, output} in USD per 1M tokens, over the defaults of
+    # activities.tokens.DEFAULT_PRICES.
+    price_table_file: Path | None = Field(None, validation_alias="BEESTOWN_PRICES_FILE")
+    # Token budgets (prompt + completion); unset means unlimited.
+    task_token_budget: int | None = Field(
+        None, ge=1, validation_alias="BEESTOWN_TASK_TOKEN_BUDGET"
+    )
+    subtask_token_budget: int | None = Field(
+        None, ge=1, validation_alias="BEESTOWN_SUBTASK_TOKEN_BUDGET"
+    )
+    # Context window of the model in tokens, over activities.tokens' table (which knows
+    # only common models, and not a local server started with a smaller window).
+    context_limit: int | None = Field(None, ge=1, validation_alias="BEESTOWN_CONTEXT_LIMIT")

@@ -86,6 +86,7 @@ class Metrics(BaseModel):
     tokens_used: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
     time_spent_s: float = 0.0
     files_modified: list[str] = Field(default_factory=list)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from activities.db import migrate
+from activities.db import MIGRATIONS, migrate
 from activities.store import NotFound, Store
 from models.io import TaskInput
 from models.plan import Plan
@@ -33,7 +33,7 @@ async def new_task(store: Store) -> str:
 
 async def test_migrations_are_idempotent(deps: Deps) -> None:
     assert await migrate(deps.pool) == await migrate(deps.pool)
-    assert await deps.pool.fetchval("SELECT count(*) FROM beestown_schema") == 1
+    assert await deps.pool.fetchval("SELECT count(*) FROM beestown_schema") == len(MIGRATIONS)
 
 
 async def test_repeated_writes_never_duplicate_rows(deps: Deps) -> None:

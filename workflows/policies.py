@@ -54,3 +54,6 @@ CODE_RETRY = RetryPolicy(
 # activity in flight the task stays open, heartbeated by the SDK at 80 % of this). Lower
 # than the 10 s default so another worker resumes sooner; measured in tests/test_crash.py.
 CHILD_TASK_TIMEOUT = timedelta(seconds=3)
+
+# A code step the model writes gets this many more tries, each told the last error.
+CODE_FIX_ATTEMPTS = 2

@@ -15,14 +15,10 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
-    ChildWorkflowError,
     FailureError,
 )
-from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from activities.code import CodeActivities
-    from activities.llm import LLMActivities
     from activities.steps import SubtaskActivities
     from activities.tools import ToolActivities
     from models.io import (
@@ -37,18 +33,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.task import Status, StepType, subtask_id
     from workflows import policies
-
-
-def failure_message(err: BaseException) -> str:
-    """Return what went wrong in a failed activity or child, without the wrappers."""
-    while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
-        err = err.cause
-    if isinstance(err, ApplicationError):
-        # A failed child's message already names the root cause.
-        if err.type and err.type != "SubtaskFailed":
-            return f"{err.type}: {err.message}"
-        return err.message
-    return str(getattr(err, "message", "") or err)
+    from workflows.engine import run_agent, run_code, write_and_run_code
+    from workflows.failures import failure_message
 
 
 @workflow.defn(name="SubtaskWorkflow")
@@ -60,6 +46,8 @@ class SubtaskWorkflow:
         self._type = ""
         self._error: str | None = None
         self._output: StepOutput | None = None
+        self._fraction = 0.0
+        self._detail = ""
 
     @workflow.signal(name="dependency_done")
     def dependency_done(self, sig: DependencyDone) -> None:
@@ -75,6 +63,8 @@ class SubtaskWorkflow:
             status=self._status,
             output=self._output.output if self._output else None,
             error=self._error,
+            progress=1.0 if self._status is Status.COMPLETED else self._fraction,
+            detail=self._detail,
         )
 
     @workflow.run
@@ -143,40 +133,52 @@ class SubtaskWorkflow:
             metrics=outcome.metrics,
         )
 
+    def _progress(self, fraction: float, detail: str) -> None:
+        self._fraction, self._detail = fraction, detail
+
     async def _execute(self, inp: SubtaskInput, run: StepRun) -> StepOutcome:
-        step, routing = run.step, inp.routing
+        step = run.step
         if step.type is StepType.TOOL:
-            if routing.local_tools:
-                return await workflow.execute_local_activity_method(
-                    ToolActivities.run_tool_step, run,
-                    start_to_close_timeout=policies.TOOL_TIMEOUT,
-                    retry_policy=policies.TOOL_RETRY,
-                )
-            return await workflow.execute_activity_method(
+            try:
+                return await self._tool(inp, run)
+            except ActivityError as first:
+                if not step.fallback_tool:
+                    raise
+                self._progress(0.5, f"{step.tool} failed; trying {step.fallback_tool}")
+                fallback = step.model_copy(update={
+                    "tool": step.fallback_tool,
+                    "args": step.args if step.fallback_args is None else step.fallback_args,
+                })
+                try:
+                    return await self._tool(inp, run.model_copy(update={"step": fallback}))
+                except ActivityError as second:
+                    raise ApplicationError(
+                        f"tool {step.tool} failed ({failure_message(first)}), and so did "
+                        f"fallback {step.fallback_tool} ({failure_message(second)})",
+                        type="ToolFailed", non_retryable=True,
+                    ) from second
+        if step.type is StepType.CODE:
+            if step.cells:
+                return await run_code(inp, run)
+            return await write_and_run_code(inp, run, self._progress)
+        if step.type in (StepType.SEARCH, StepType.WRITE):
+            return await run_agent(inp, run, self._progress)
+        raise ApplicationError(f"no handler for step type {step.type!r}",
+                               type="UnknownStepType", non_retryable=True)
+
+    async def _tool(self, inp: SubtaskInput, run: StepRun) -> StepOutcome:
+        if inp.routing.local_tools:
+            return await workflow.execute_local_activity_method(
                 ToolActivities.run_tool_step, run,
-                task_queue=routing.tool_queue,
                 start_to_close_timeout=policies.TOOL_TIMEOUT,
                 retry_policy=policies.TOOL_RETRY,
             )
-        if step.type is StepType.CODE:
-            return await workflow.execute_activity_method(
-                CodeActivities.run_code_step, run,
-                task_queue=routing.sandbox_queue,
-                start_to_close_timeout=policies.CODE_TIMEOUT,
-                heartbeat_timeout=policies.CODE_HEARTBEAT,
-                retry_policy=policies.CODE_RETRY,
-                # Wait until the activity has closed its sandbox session.
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-        if step.type in (StepType.SEARCH, StepType.WRITE):
-            return await workflow.execute_activity_method(
-                LLMActivities.run_llm_step, run,
-                task_queue=routing.llm_queue,
-                start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
-                retry_policy=policies.LLM_RETRY,
-            )
-        raise ApplicationError(f"no handler for step type {step.type!r}",
-                               type="UnknownStepType", non_retryable=True)
+        return await workflow.execute_activity_method(
+            ToolActivities.run_tool_step, run,
+            task_queue=inp.routing.tool_queue,
+            start_to_close_timeout=policies.TOOL_TIMEOUT,
+            retry_policy=policies.TOOL_RETRY,
+        )
 
     async def _release(self, notify: list[str], output: StepOutput) -> list[str]:
         """Signal each dependent that this step is done; return those that got it.

@@ -28,10 +28,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.tasks import TaskActivities
     from models.io import (
         BeginTaskInput,
+        BeginTaskResult,
         DependencyDone,
         FinishTaskInput,
         Progress,
-        Routing,
         SavePlanInput,
         SplitInput,
         StepOutput,
@@ -43,7 +43,9 @@ with workflow.unsafe.imports_passed_through():
     from models.plan import Plan, PlanStep
     from models.task import Metrics, Status
     from workflows import policies
-    from workflows.subtask import SubtaskWorkflow, child_id, failure_message
+    from workflows.engine import add_metrics
+    from workflows.failures import failure_message
+    from workflows.subtask import SubtaskWorkflow, child_id
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -95,7 +97,7 @@ class TaskWorkflow:
                 kind = cause.type if isinstance(cause, ApplicationError) and cause.type else None
                 await self._fail(f"splitting failed: {failure_message(e)}", kind or "SplitFailed")
             plan = split.plan
-            self._add(self._metrics, split.metrics)
+            add_metrics(self._metrics, split.metrics)
 
         for s in plan.steps:
             self._views[s.id] = SubtaskView(
@@ -109,7 +111,7 @@ class TaskWorkflow:
             retry_policy=policies.STORE_RETRY,
         )
         self._status = Status.RUNNING
-        dag = _Dag(self, task_id, plan, begin.routing)
+        dag = _Dag(self, task_id, plan, begin)
         try:
             await dag.run()
         except asyncio.CancelledError:
@@ -141,12 +143,14 @@ class TaskWorkflow:
             subtasks=list(self._views.values()),
             metrics=self._metrics,
         )
-        await workflow.execute_activity_method(
+        # The store's usage table is the authority on tokens and cost.
+        result.metrics = await workflow.execute_activity_method(
             TaskActivities.finish_task,
             FinishTaskInput(result=result, completed_at=workflow.now()),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
         )
+        self._metrics = result.metrics
         return result
 
     async def _fail(self, error: str, kind: str) -> None:
@@ -155,22 +159,16 @@ class TaskWorkflow:
         result = await self._finish()
         raise ApplicationError(error, result, type=kind, non_retryable=True)
 
-    @staticmethod
-    def _add(total: Metrics, more: Metrics) -> None:
-        total.prompt_tokens += more.prompt_tokens
-        total.completion_tokens += more.completion_tokens
-        total.tokens_used += more.tokens_used
-        total.time_spent_s += more.time_spent_s
-        total.files_modified += more.files_modified
-
 
 class _Dag:
     """The scheduling state of one run of a plan (lives inside TaskWorkflow.run)."""
 
-    def __init__(self, wf: TaskWorkflow, task_id: str, plan: Plan, routing: Routing) -> None:
+    def __init__(self, wf: TaskWorkflow, task_id: str, plan: Plan,
+                 begin: BeginTaskResult) -> None:
         self.wf = wf
         self.task_id = task_id
-        self.routing = routing
+        self.begin = begin
+        self.routing = begin.routing
         self.steps: dict[str, PlanStep] = {s.id: s for s in plan.steps}
         self.dependents: dict[str, list[str]] = {s.id: [] for s in plan.steps}
         for s in plan.steps:
@@ -226,6 +224,8 @@ class _Dag:
                 task_id=self.task_id,
                 step=step,
                 routing=self.routing,
+                budgets=self.begin.budgets,
+                max_turns=self.begin.max_turns,
                 inputs={d: self.outputs[d] for d in step.deps if d in self.outputs},
                 waiting_for=waiting,
                 notify=[child_id(self.task_id, d) for d in self.dependents[step_id]
@@ -268,7 +268,7 @@ class _Dag:
         if output is None:  # a completed child always returns one; be safe on old histories
             output = StepOutput(step_id=step_id, subtask_id=view.id)
         view.output, view.truncated = output.output, output.truncated
-        TaskWorkflow._add(self.wf._metrics, metrics)
+        add_metrics(self.wf._metrics, metrics)
         self.outputs[step_id] = output
         for d in delivered:
             self.delivered.add((step_id, d.rsplit("/", 1)[-1]))

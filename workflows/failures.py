@@ -1,0 +1,17 @@
+"""Turning Temporal failure chains into the sentence a person needs (workflow-safe)."""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+
+def failure_message(err: BaseException) -> str:
+    """Return what went wrong in a failed activity or child, without the wrappers."""
+    while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
+        err = err.cause
+    if isinstance(err, ApplicationError):
+        # A failed child's message already names the root cause.
+        if err.type and err.type != "SubtaskFailed":
+            return f"{err.type}: {err.message}"
+        return err.message
+    return str(getattr(err, "message", "") or err)
