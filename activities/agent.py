@@ -21,7 +21,13 @@ from temporalio.exceptions import ApplicationError
 from activities.llm import LLM, Reply
 from activities.steps import StepBook, summarize
 from activities.store import Store
-from activities.tokens import context_limit, cost_usd, count_messages, fit_messages
+from activities.tokens import (
+    context_limit,
+    cost_usd,
+    count_messages,
+    fit_messages,
+    truncate_middle,
+)
 from activities.tools import Toolbox
 from models.agent import (
     AgentTurnInput,
@@ -151,21 +157,24 @@ class AgentActivities:
         names = {model_tool_name(s.name): s.name for s in specs}
         return [_definition(s) for s in specs], names
 
-    async def _reply_content(self, reply: ToolReply) -> str:
+    async def _reply_content(self, reply: ToolReply, model: str) -> str:
+        """Return a tool's answer as the model will read it, cut to a share of its context."""
         res = reply.result
         if not res.ok:
             return f"error ({res.error_type or 'ToolError'}): {res.error}"
         value = res.preview
         if res.truncated and res.ref:
-            # The whole output goes to the prompt; fit_messages cuts it to what fits.
             value = json.loads(await self.store.get_blob(res.ref))
-        return value if isinstance(value, str) else json.dumps(value, default=str)
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        # Cut once, when it enters the transcript, so later turns never re-read the whole.
+        share = max(256, context_limit(model, override=self.context_override) // 4)
+        return truncate_middle(text, share, model)
 
     @activity.defn(name="agent_turn")
     async def agent_turn(self, inp: AgentTurnInput) -> AgentTurnResult:
         """Run one model turn: answer the last tool calls, then ask the model what next."""
         run = inp.run
-        self._require_llm()
+        model = self._require_llm().model
         started = datetime.now(UTC)
         if inp.turn == 0:
             if done := await self.book.begin(run):
@@ -185,7 +194,7 @@ class AgentActivities:
             new, start = [], inp.seq
         for r in inp.replies:
             new.append({"role": "tool", "tool_call_id": r.call_id,
-                        "content": await self._reply_content(r)})
+                        "content": await self._reply_content(r, model)})
         if inp.turn > 0:
             messages += new
         last_turn = inp.turn >= inp.max_turns - 1

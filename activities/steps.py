@@ -33,6 +33,9 @@ def summarize(value: Any, *, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+MEMORY_CHARS = 4000  # of a result, kept as a memory
+
+
 class StepBook:
     """Records a step's life in the store on behalf of the activity running it."""
 
@@ -82,6 +85,15 @@ class StepBook:
             error=result.error,
             at=now,
         )
+        if result.success:
+            # Later agents recall finished work by full-text search over these.
+            text = result.output if isinstance(result.output, str) else json.dumps(
+                result.output, default=str)
+            await self.store.remember(
+                run.subtask_id, task_id=run.task_id, subtask=run.subtask_id,
+                title=f"{run.step.title or run.step.id}: {run.step.description}".strip(),
+                content=text[:MEMORY_CHARS],
+            )
         return self._outcome(run, result)
 
     @staticmethod

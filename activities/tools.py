@@ -128,7 +128,7 @@ class ToolRegistry:
 
     def specs(self) -> list[ToolSpec]:
         """Return every tool's name, description and JSON schema, by name."""
-        return [self._tools[n].spec for n in self.names()]
+        return [self._tools[n].spec for n in sorted(self._tools)]
 
     def get(self, name: str) -> FunctionTool:
         try:

@@ -110,3 +110,8 @@ class Settings(BaseSettings):
     # Context window of the model in tokens, over activities.tokens' table (which knows
     # only common models, and not a local server started with a smaller window).
     context_limit: int | None = Field(None, ge=1, validation_alias="BEESTOWN_CONTEXT_LIMIT")
+
+    # --- tools ---
+    # YAML/JSON file whose `tools` section lists the MCP servers this worker registers
+    # (see models/tools.py); none: function tools only.
+    tools_file: Path | None = Field(None, validation_alias="BEESTOWN_TOOLS_FILE")

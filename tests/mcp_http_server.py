@@ -21,7 +21,7 @@ from mcp.server.mcpserver import MCPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
-server: MCPServer = MCPServer("beestown-test")
+server: MCPServer = MCPServer("beestown-test", log_level="WARNING")
 
 
 @server.tool()
