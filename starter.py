@@ -22,14 +22,20 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.service import RPCError
 
 from models.io import Progress, TaskInput, TaskResult
 from models.plan import InvalidPlan, load_plan_file
 from models.settings import Settings
 from models.task import Priority, Status
+from workflows.failures import failure_message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _STYLE = {
@@ -118,7 +124,8 @@ def _result_of_failure(task_id: str, e: WorkflowFailureError) -> TaskResult:
             return TaskResult.model_validate(cause.details[0])
         except ValueError:
             pass
-    return TaskResult(task_id=task_id, status=Status.FAILED, error=str(cause or e))
+    return TaskResult(task_id=task_id, status=Status.FAILED,
+                      error=failure_message(cause) if cause else str(e))
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,10 +157,16 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                       "Start it (see README) or set TEMPORAL_ADDRESS.")
         return EXIT_USAGE
     task_id = args.task_id or new_task_id()
-    handle = await client.start_workflow(
-        "TaskWorkflow", task, id=task_id, task_queue=settings.task_queue,
-        static_summary=(args.title or (plan.title if plan else "") or args.prompt or "")[:200],
-    )
+    try:
+        handle = await client.start_workflow(
+            "TaskWorkflow", task, id=task_id, task_queue=settings.task_queue,
+            # A task id names one run: its rows and children's ids are keyed by it.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=(args.title or (plan.title if plan else "") or args.prompt or "")[:200],
+        )
+    except WorkflowAlreadyStartedError:
+        console.print(f"[red]task id {task_id!r} is already taken;[/] choose another --id")
+        return EXIT_USAGE
     console.print(f"task [bold]{task_id}[/]")
     console.print(ui_link(settings, task_id, handle.result_run_id), soft_wrap=True)
     if not (args.wait or args.json):

@@ -129,6 +129,42 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (subtask_id, seq)
     );
     ALTER TABLE usage ADD COLUMN purpose text NOT NULL DEFAULT '';
+    ALTER TABLE tasks ADD COLUMN run_id text;
+    """,
+    """
+    CREATE TABLE agents (
+        id text PRIMARY KEY,
+        name text NOT NULL DEFAULT '',
+        role text NOT NULL DEFAULT '',
+        reports_to text,
+        department text,
+        skills text[] NOT NULL DEFAULT '{}',
+        department_skills text[] NOT NULL DEFAULT '{}',
+        model text,
+        tools text[],
+        capacity integer NOT NULL DEFAULT 1 CHECK (capacity >= 1),
+        review_policy text NOT NULL DEFAULT 'auto',
+        active boolean NOT NULL DEFAULT true,
+        position integer NOT NULL DEFAULT 0,
+        removed_at timestamptz,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE assignments (
+        subtask_id text PRIMARY KEY,
+        task_id text NOT NULL,
+        agent_id text REFERENCES agents(id),
+        state text NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+        required_skills text[] NOT NULL DEFAULT '{}',
+        candidates text[],
+        score double precision NOT NULL DEFAULT 0,
+        reason text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz,
+        finished_at timestamptz
+    );
+    CREATE INDEX assignments_running_idx ON assignments (agent_id) WHERE state = 'running';
+    CREATE INDEX assignments_queued_idx ON assignments (created_at) WHERE state = 'queued';
+    CREATE INDEX assignments_task_idx ON assignments (task_id);
     """,
 ]
 

@@ -84,7 +84,11 @@ class LLM:
                     model=self.model, messages=messages, **kwargs  # type: ignore[arg-type]
                 )
             except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
-                if mode != "none" and self._format < len(_FORMAT_MODES) - 1:
+                refused_format = any(
+                    w in str(e.message).lower() for w in ("response_format", "json_schema",
+                                                          "json_object", "response format"))
+                if (refused_format and mode != "none"
+                        and self._format < len(_FORMAT_MODES) - 1):
                     log.warning(
                         "LLM server refused response_format %s (%s); falling back to %s",
                         mode, e.status_code, _FORMAT_MODES[self._format + 1],

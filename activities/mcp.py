@@ -254,7 +254,8 @@ class McpHub:
         if tool is None:
             raise UnknownTool(self._unknown_message(srv, name))
         if tool.validator is not None:
-            errors = sorted(tool.validator.iter_errors(args), key=lambda e: list(e.path))
+            errors = sorted(tool.validator.iter_errors(args),
+                            key=lambda e: [str(p) for p in e.path])
             if errors:
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in err.path) or 'args'}: {err.message}"
@@ -266,12 +267,14 @@ class McpHub:
             result = await self._call_once(srv, tool_name, args)
         except _Broken as first:
             log.warning("MCP server %s: session broken (%s); reopening once", server, first)
-            await self._drop(srv)
+            if first.conn is not None:
+                await self._drop(srv, only=first.conn)
             srv.stats.reopens += 1
             try:
                 result = await self._call_once(srv, tool_name, args)
             except _Broken as second:
-                await self._drop(srv)
+                if second.conn is not None:
+                    await self._drop(srv, only=second.conn)
                 raise ToolFailed(
                     f"tool {name!r}: MCP server {server!r} is unreachable: {second}",
                     retryable=True,
@@ -285,7 +288,7 @@ class McpHub:
         try:
             conn = await self._connected(srv)
         except ToolFailed as e:
-            raise _Broken(str(e)) from e
+            raise _Broken(str(e), None) from e
         assert conn.session is not None
         try:
             async with asyncio.timeout(srv.cfg.timeout_s):
@@ -296,7 +299,7 @@ class McpHub:
             ) from e
         except MCPError as e:
             if _is_broken(e):
-                raise _Broken(str(e)) from e
+                raise _Broken(str(e), conn) from e
             if e.code == INVALID_PARAMS:
                 raise BadToolArguments(f"tool {name!r}: {e.message}") from e
             if e.code == METHOD_NOT_FOUND:
@@ -307,7 +310,7 @@ class McpHub:
             ) from e
         except Exception as e:
             if _is_broken(e):
-                raise _Broken(f"{type(e).__name__}: {e}") from e
+                raise _Broken(f"{type(e).__name__}: {e}", conn) from e
             raise ToolFailed(f"tool {name!r} failed: {type(e).__name__}: {e}",
                              retryable=False) from e
 
@@ -353,7 +356,7 @@ class McpHub:
                 break
             except Exception as e:
                 if attempt == 1 and _is_broken(e):
-                    await self._drop(srv)
+                    await self._drop(srv, only=conn)
                     continue
                 raise ToolFailed(
                     f"cannot list the tools of MCP server {srv.cfg.name!r}: {_describe(e)}",
@@ -388,8 +391,15 @@ class McpHub:
             )
         return out
 
-    async def _drop(self, srv: _Server) -> None:
+    async def _drop(self, srv: _Server, *, only: _Connection | None = None) -> None:
+        """Close the server's session; with `only`, just if it is still that one.
+
+        Concurrent calls that saw the same session break must not close the session one
+        of them has just reopened.
+        """
         async with srv.lock:
+            if only is not None and srv.conn is not only:
+                return
             conn, srv.conn = srv.conn, None
         if conn is not None:
             await conn.close()
@@ -402,6 +412,10 @@ class McpHub:
 
 class _Broken(Exception):
     """The session is gone; the caller may reopen it."""
+
+    def __init__(self, message: str, conn: _Connection | None) -> None:
+        super().__init__(message)
+        self.conn = conn
 
 
 async def _list_all(session: ClientSession) -> list[mt.Tool]:
@@ -444,6 +458,8 @@ async def open_toolbox(
     A server that cannot be reached now is logged and tried again at its first call;
     a bad file raises InvalidToolsConfig naming each bad entry.
     """
+    if tools_file is None and isinstance(functions, Toolbox):
+        return functions
     config = load_tools_config(tools_file) if tools_file else ToolsConfig()
     toolbox = Toolbox(functions, hub=McpHub.from_config(config))
     _, problems = await toolbox.list_specs()

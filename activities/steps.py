@@ -12,7 +12,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.store import Store
+from activities.store import Store, refusals_are_final
 from models.io import INLINE_OUTPUT_LIMIT, FailSubtaskInput, StepOutcome, StepOutput, StepRun
 from models.task import InvalidTransition, Metrics, Result, Status
 
@@ -54,9 +54,10 @@ class StepBook:
                                  run.subtask_id)
             return self._outcome(run, done)
         info = activity.info()
-        await self.store.start_subtask(
-            run.subtask_id, attempt=info.attempt, at=datetime.now(UTC)
-        )
+        with refusals_are_final():
+            await self.store.start_subtask(
+                run.subtask_id, attempt=info.attempt, at=datetime.now(UTC)
+            )
         return None
 
     async def full_inputs(self, run: StepRun) -> dict[str, Any]:
@@ -78,13 +79,14 @@ class StepBook:
         """Store the result (COMPLETED or FAILED) and return what history should carry."""
         now = datetime.now(UTC)
         result.metrics.time_spent_s = (now - started).total_seconds()
-        await self.store.finish_subtask(
-            run.subtask_id,
-            status=Status.COMPLETED if result.success else Status.FAILED,
-            result=result,
-            error=result.error,
-            at=now,
-        )
+        with refusals_are_final():
+            await self.store.finish_subtask(
+                run.subtask_id,
+                status=Status.COMPLETED if result.success else Status.FAILED,
+                result=result,
+                error=result.error,
+                at=now,
+            )
         if result.success:
             # Later agents recall finished work by full-text search over these.
             text = result.output if isinstance(result.output, str) else json.dumps(

@@ -7,10 +7,13 @@ replayed activity never duplicates a row or moves a status backwards.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from temporalio.exceptions import ApplicationError
 
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
@@ -21,6 +24,19 @@ class NotFound(LookupError):
     """The task or subtask does not exist in the store."""
 
 
+class TaskIdReused(ValueError):
+    """A new workflow run reuses the id of a task the store already holds."""
+
+
+@contextlib.contextmanager
+def refusals_are_final() -> Iterator[None]:
+    """Turn the store's refusals into non-retryable activity errors: a retry cannot help."""
+    try:
+        yield
+    except (InvalidTransition, NotFound, TaskIdReused) as e:
+        raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from e
+
+
 class Store:
     """Typed access to the BeesTown tables over one asyncpg pool."""
 
@@ -29,14 +45,19 @@ class Store:
 
     # -- tasks -----------------------------------------------------------------------
     async def insert_task(
-        self, task_id: str, task: TaskInput, *, status: Status, created_at: datetime
+        self, task_id: str, task: TaskInput, *, status: Status, created_at: datetime,
+        run_id: str = "",
     ) -> bool:
-        """Create the task row; return False when it already existed (a retry)."""
+        """Create the task row; return False when it already existed (a retry).
+
+        Raises TaskIdReused when the row belongs to another workflow run: its subtasks'
+        results would otherwise be taken for this run's.
+        """
         row = await self.pool.fetchrow(
             """
             INSERT INTO tasks (id, title, prompt, status, priority, created_at, deadline, tags,
-                               metadata, plan)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                               metadata, plan, run_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ON CONFLICT (id) DO NOTHING RETURNING id
             """,
             task_id,
@@ -49,8 +70,16 @@ class Store:
             task.tags,
             task.metadata,
             task.plan.model_dump(mode="json") if task.plan else None,
+            run_id,
         )
-        return row is not None
+        if row is not None:
+            return True
+        owner = await self.pool.fetchval("SELECT run_id FROM tasks WHERE id = $1", task_id)
+        if run_id and owner and owner != run_id:
+            raise TaskIdReused(
+                f"task id {task_id!r} was already used by run {owner}; start with a new id"
+            )
+        return False
 
     async def set_task_status(
         self,

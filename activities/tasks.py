@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.store import Store
+from activities.store import NotFound, Store, refusals_are_final
 from models.io import (
     BeginTaskInput,
     BeginTaskResult,
@@ -34,10 +34,12 @@ class TaskActivities:
     @activity.defn(name="begin_task")
     async def begin_task(self, inp: BeginTaskInput) -> BeginTaskResult:
         """Create the task row; check an explicit plan against this worker's tools."""
-        max_steps = inp.task.max_steps or self.max_steps
+        # A task may ask for less than the operator's caps, never more.
+        max_steps = min(inp.task.max_steps or self.max_steps, self.max_steps)
         status = Status.READY if inp.task.plan else Status.SPLITTING
-        await self.store.insert_task(inp.task_id, inp.task, status=status,
-                                     created_at=inp.created_at)
+        with refusals_are_final():
+            await self.store.insert_task(inp.task_id, inp.task, status=status,
+                                         created_at=inp.created_at, run_id=inp.run_id)
         errors: list[str] = []
         if inp.task.plan is not None:
             errors = graph_errors(inp.task.plan, max_steps=max_steps)
@@ -48,18 +50,19 @@ class TaskActivities:
                 if s.type is StepType.TOOL and s.tool and s.tool not in self.tool_names
             ]
         budgets = Budgets(
-            task_tokens=inp.task.token_budget if inp.task.token_budget is not None
-            else self.budgets.task_tokens,
-            subtask_tokens=inp.task.subtask_token_budget
-            if inp.task.subtask_token_budget is not None else self.budgets.subtask_tokens,
+            task_tokens=_lower(inp.task.token_budget, self.budgets.task_tokens),
+            subtask_tokens=_lower(inp.task.subtask_token_budget, self.budgets.subtask_tokens),
         )
-        return BeginTaskResult(routing=self.routing, max_steps=max_steps, plan_errors=errors,
-                               budgets=budgets, max_turns=inp.task.max_turns or self.max_turns)
+        return BeginTaskResult(
+            routing=self.routing, max_steps=max_steps, plan_errors=errors, budgets=budgets,
+            max_turns=min(inp.task.max_turns or self.max_turns, self.max_turns),
+        )
 
     @activity.defn(name="save_plan")
     async def save_plan(self, inp: SavePlanInput) -> None:
         """Store the plan and a PENDING row per step; the task becomes RUNNING."""
-        await self.store.save_plan(inp.task_id, inp.plan, started_at=inp.started_at)
+        with refusals_are_final():
+            await self.store.save_plan(inp.task_id, inp.plan, started_at=inp.started_at)
 
     @activity.defn(name="finish_task")
     async def finish_task(self, inp: FinishTaskInput) -> Metrics:
@@ -73,5 +76,17 @@ class TaskActivities:
             "cost_usd": float(usage.get("cost_usd", 0.0)),
         })
         result = inp.result.model_copy(update={"metrics": metrics})
-        await self.store.finish_task(result, completed_at=inp.completed_at)
+        try:
+            await self.store.finish_task(result, completed_at=inp.completed_at)
+        except NotFound:
+            # Cancelled before its row was written: there is nothing to record.
+            activity.logger.warning("task %s has no row; its end is not recorded",
+                                    inp.result.task_id)
         return metrics
+
+
+def _lower(asked: int | None, cap: int | None) -> int | None:
+    """Return the smaller of two optional limits (None is unlimited)."""
+    if asked is None:
+        return cap
+    return asked if cap is None else min(asked, cap)

@@ -49,6 +49,7 @@ class TaskInput(BaseModel):
 
 class BeginTaskInput(BaseModel):
     task_id: str
+    run_id: str = ""
     task: TaskInput
     created_at: datetime
 

@@ -19,7 +19,9 @@ STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class PlanStep(BaseModel):
     """One step of a plan; `code` goes with type code, `tool` and `args` with type tool."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Unknown fields are refused where plans enter (parse_plan), but ignored in history,
+    # so a worker one release behind still reads plans that carry a newer field.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: str = Field(pattern=STEP_ID_PATTERN)
     type: StepType
@@ -51,7 +53,7 @@ class PlanStep(BaseModel):
 
 
 class Plan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     title: str = ""
     steps: list[PlanStep] = Field(min_length=1)
@@ -93,32 +95,32 @@ def graph_errors(plan: Plan, *, max_steps: int) -> list[str]:
 
 
 def find_cycle(plan: Plan) -> list[str] | None:
-    """Return one dependency cycle as a closed path of step ids, or None."""
+    """Return one dependency cycle as a closed path of step ids, or None.
+
+    Iterative depth-first search: a 1,000-step chain must not hit the recursion limit.
+    """
     deps = {s.id: [d for d in s.deps if d != s.id] for s in plan.steps}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for d in deps.get(node, []):
-            if d not in deps:
+    for root in deps:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        stack = [iter(deps[root])]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
                 continue
-            if state.get(d) == 1:
-                return [*path[path.index(d):], d]
-            if d not in state:
-                found = visit(d)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for s in plan.steps:
-        if s.id not in state:
-            found = visit(s.id)
-            if found:
-                return found
+            if nxt not in deps:
+                continue
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(deps[nxt]))
     return None
 
 
@@ -167,11 +169,34 @@ def parse_plan(data: Any, *, max_steps: int) -> Plan:
         data = {"steps": data}
     if isinstance(data, dict) and "plan" in data and "steps" not in data:
         data = data["plan"]
+    unknown = _unknown_fields(data)
+    if unknown:
+        raise InvalidPlan(unknown)
     try:
         plan = Plan.model_validate(data)
     except ValidationError as e:
         raise InvalidPlan(_pydantic_errors(e)) from e
     return validated(plan, max_steps=max_steps)
+
+
+_STEP_FIELDS = {
+    name for n, f in PlanStep.model_fields.items()
+    for name in [n, *(f.validation_alias.choices if isinstance(f.validation_alias,
+                                                               AliasChoices) else [])]
+}
+
+
+def _unknown_fields(data: Any) -> list[str]:
+    if not isinstance(data, dict):
+        return []
+    errors = [f"unknown field {k!r} in the plan" for k in data
+              if k not in Plan.model_fields]
+    steps = data.get("steps")
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, dict):
+            errors += [f"steps.{i}: unknown field {k!r}" for k in step
+                       if k not in _STEP_FIELDS]
+    return errors
 
 
 def parse_plan_text(text: str, *, max_steps: int) -> Plan:

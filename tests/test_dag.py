@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
-from temporalio.client import Client
+import pytest
+
+from temporalio.client import Client, WorkflowFailureError
 
 from activities.store import Store
 from models.io import Progress, TaskInput
@@ -150,3 +153,68 @@ async def test_large_output_travels_as_a_preview_and_reaches_dependents_whole(
     steps = by_step(result)
     assert steps["big"].truncated and "characters omitted" in steps["big"].output
     assert len(await Store(deps.pool).get_output(f"{result.task_id}/len")) == 200_000
+
+
+async def test_child_cancelled_from_outside_blocks_its_dependents_and_ends_the_task(
+    client: Client, worker: Settings
+) -> None:
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 30}},
+        {"id": "b", "type": "tool", "tool": "echo", "deps": ["a"], "args": {"value": 1}},
+        {"id": "m", "type": "tool", "tool": "echo", "deps": ["a", "x"], "args": {"value": 2}},
+        {"id": "x", "type": "tool", "tool": "echo", "args": {"value": 3}},
+    )))
+    for _ in range(100):
+        p = await handle.query("progress", result_type=Progress)
+        if {s.step_id: s.status for s in p.subtasks}.get("a") is Status.RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    await client.get_workflow_handle(f"{handle.id}/a").cancel()
+    result = await asyncio.wait_for(outcome(handle), timeout=20)
+    assert result.status is Status.FAILED
+    steps = by_step(result)
+    assert steps["a"].status is Status.CANCELLED
+    assert steps["b"].status is Status.BLOCKED and steps["m"].status is Status.BLOCKED
+    assert steps["x"].status is Status.COMPLETED
+    assert result.error and "cancelled: a" in result.error
+
+
+async def test_reusing_a_task_id_is_refused_and_keeps_the_first_run(
+    client: Client, worker: Settings, deps: Deps
+) -> None:
+    plan = TaskInput(plan=plan_of({"id": "a", "type": "tool", "tool": "echo",
+                                   "args": {"value": "first"}}))
+    first = await outcome(await start_task(client, worker, plan, task_id="reused-id-1"))
+    assert first.status is Status.COMPLETED
+    again = TaskInput(plan=plan_of({"id": "a", "type": "tool", "tool": "echo",
+                                    "args": {"value": "second"}}))
+    second = await outcome(await start_task(client, worker, again, task_id="reused-id-1"))
+    assert second.status is Status.FAILED
+    assert second.error and "already used" in second.error
+    assert await Store(deps.pool).get_output("reused-id-1/a") == "first"
+
+
+async def test_forged_dependency_signal_is_ignored(client: Client, worker: Settings) -> None:
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 1}},
+        {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
+         "args": {"parts": ["got ", "${a}"]}},
+    )))
+    await asyncio.sleep(0.3)
+    forged = {"output": {"step_id": "a", "subtask_id": "elsewhere/a", "output": "EVIL"}}
+    await client.get_workflow_handle(f"{handle.id}/b").signal("dependency_done", forged)
+    result = await outcome(handle)
+    assert result.status is Status.COMPLETED, result.error
+    assert by_step(result)["b"].output == "got 1.0"  # sleep returns the seconds waited
+
+
+async def test_invalid_workflow_input_fails_the_workflow_naming_the_field(
+    client: Client, worker: Settings
+) -> None:
+    handle = await client.start_workflow(
+        "TaskWorkflow", {"plan": {"steps": [{"id": "a b", "type": "tool", "tool": "echo"}]}},
+        id=f"bad-input-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as info:
+        await asyncio.wait_for(handle.result(), timeout=20)
+    assert "id" in str(info.value.cause) and "pattern" in str(info.value.cause)

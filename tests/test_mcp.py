@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -131,10 +132,10 @@ async def test_allow_list_hides_the_other_tools() -> None:
 
 
 async def test_unknown_tools_and_servers_fail_permanently(hub: McpHub, deps: Deps) -> None:
-    with pytest.raises(UnknownTool, match="offers: time.convert_time, time.get_current_time"):
+    with pytest.raises(UnknownTool, match=r"offers: time\.convert_time, time\.get_current_time"):
         await hub.call("time.nope", {})
     toolbox = Toolbox(builtin_tools(), hub=hub)
-    with pytest.raises(UnknownTool, match="known: .*time.get_current_time"):
+    with pytest.raises(UnknownTool, match=r"known: .*time\.get_current_time"):
         await toolbox.call("nosuch.tool", {})
     with pytest.raises(ApplicationError) as err:
         await ActivityEnvironment().run(
@@ -196,6 +197,19 @@ async def test_a_killed_stdio_server_is_reopened_and_the_call_retried(hub: McpHu
     assert (hub.stats("time").opens, hub.stats("time").reopens) == (2, 1)
 
 
+async def test_concurrent_calls_on_a_dead_session_share_one_reopen(hub: McpHub) -> None:
+    await hub.call("time.get_current_time", {"timezone": "UTC"})
+    [pid] = children("mcp-server-time")
+    os.kill(pid, signal.SIGKILL)
+    zones = ["UTC", "Europe/Paris", "Asia/Tokyo", "America/Lima", "Africa/Cairo"]
+    values = await asyncio.gather(
+        *(hub.call("time.get_current_time", {"timezone": tz}) for tz in zones)
+    )
+    assert [v["timezone"] for v in values] == zones
+    assert len(children("mcp-server-time")) == 1
+    assert hub.stats("time").opens == 2
+
+
 async def test_a_stopped_http_server_is_retryable_and_reopened_when_back(
     hub: McpHub, http_server: McpHttpServer, deps: Deps
 ) -> None:
@@ -217,7 +231,7 @@ async def test_a_stopped_http_server_is_retryable_and_reopened_when_back(
 async def test_a_slow_call_times_out_retryably(http_server: McpHttpServer) -> None:
     hub = McpHub([http_config(http_server, timeout_s=0.3)])
     try:
-        with pytest.raises(ToolFailed, match="timed out after 0.3 s") as err:
+        with pytest.raises(ToolFailed, match=r"timed out after 0\.3 s") as err:
             await hub.call("own.sleep", {"seconds": 5})
         assert err.value.retryable is True
         assert await hub.call("own.add", {"a": 1, "b": 1}) == {"result": 2}

@@ -135,3 +135,19 @@ def test_senseless_transitions_are_refused(old: Status, new: Status) -> None:
 ])
 def test_sensible_transitions_are_allowed(old: Status, new: Status) -> None:
     check_transition(old, new)
+
+
+def test_thousand_step_chain_is_checked_without_recursion() -> None:
+    steps = [{"id": f"s{i}", "type": "write", "deps": [f"s{i-1}"] if i else []}
+             for i in range(1000)]
+    assert find_cycle(parse_plan({"steps": steps}, max_steps=1000)) is None
+    steps[0]["deps"] = ["s999"]
+    with pytest.raises(InvalidPlan, match="cycle"):
+        parse_plan({"steps": steps}, max_steps=1000)
+
+
+def test_unknown_fields_are_named() -> None:
+    errs = errors_of({"steps": [{"id": "a", "type": "write", "dependson": ["b"]}],
+                      "extra": 1})
+    assert "steps.0: unknown field 'dependson'" in errs
+    assert "unknown field 'extra' in the plan" in errs

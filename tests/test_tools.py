@@ -134,7 +134,7 @@ def test_function_tools_cannot_enter_a_server_name_space() -> None:
     tools = builtin_tools()
     tools.tool(lambda: 1, name="time.now")
     hub = McpHub([McpServerConfig(name="time", transport="stdio", command="x")])
-    with pytest.raises(ValueError, match="time.now clash"):
+    with pytest.raises(ValueError, match=r"time\.now clash"):
         Toolbox(tools, hub=hub)
 
 
@@ -167,7 +167,9 @@ async def test_a_small_output_travels_inline(toolbox: Toolbox, deps: Deps) -> No
     result = await env.run(acts(toolbox, deps).call_tool, ToolCallInput(
         task_id="t", subtask_id="t/a", call_id="1", name="time.get_current_time",
         args={"timezone": "Europe/Paris"}))
-    assert result.ok and not result.truncated and result.ref is None
+    assert result.ok
+    assert not result.truncated
+    assert result.ref is None
     assert result.preview["timezone"] == "Europe/Paris"
 
 
@@ -179,13 +181,15 @@ async def test_a_big_output_is_stored_once_and_previewed(toolbox: Toolbox, deps:
     first = await ActivityEnvironment().run(activity, inp)
     again = await ActivityEnvironment().run(activity, inp)  # a retry of the same call
     assert first == again
-    assert first.ok and first.truncated
+    assert first.ok
+    assert first.truncated
     assert first.ref == call_blob_id(task_id, f"{task_id}/s", "c7") == f"{task_id}/s/calls/c7"
     full = json.loads(await deps.store.get_blob(first.ref))
     assert full == await toolbox.call("big", {"size": 50_000})
     assert isinstance(first.preview, str)
     assert len(first.preview) < INLINE_OUTPUT_LIMIT + 100
-    assert first.preview.startswith('"aaaa') and first.preview.endswith('xxxx"')
+    assert first.preview.startswith('"aaaa')
+    assert first.preview.endswith('xxxx"')
     assert "characters omitted" in first.preview
     rows = await deps.pool.fetchval("SELECT count(*) FROM blobs WHERE task_id = $1", task_id)
     assert rows == 1

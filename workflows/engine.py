@@ -90,6 +90,9 @@ async def call_tool(inp: SubtaskInput, run: StepRun, turn: int,
             )
     except ActivityError as e:
         result = ToolCallResult(ok=False, error=failure_message(e), error_type="ToolFailed")
+    if result.ref:
+        # The model turn reads the whole output from the store; history needs no copy.
+        result = result.model_copy(update={"preview": None})
     return ToolReply(call_id=call.call_id, name=call.name, result=result)
 
 

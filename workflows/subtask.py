@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import (
     ActivityError,
@@ -37,9 +38,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import failure_message
 
 
-@workflow.defn(name="SubtaskWorkflow")
+# A payload that does not validate fails the workflow (naming the field) instead of
+# failing its workflow task over and over.
+@workflow.defn(name="SubtaskWorkflow", failure_exception_types=[ValidationError])
 class SubtaskWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, inp: SubtaskInput) -> None:
+        self._inp: SubtaskInput | None = inp
         self._inputs: dict[str, StepOutput] = {}
         self._status = Status.PENDING
         self._step_id = ""
@@ -51,8 +56,14 @@ class SubtaskWorkflow:
 
     @workflow.signal(name="dependency_done")
     def dependency_done(self, sig: DependencyDone) -> None:
+        out = sig.output
+        if self._inp is None or out.step_id not in self._inp.step.deps or (
+                out.subtask_id != subtask_id(self._inp.task_id, out.step_id)):
+            workflow.logger.warning("ignoring dependency_done for %r (%r): not a dependency",
+                                    out.step_id, out.subtask_id)
+            return
         # Delivery may happen twice (from the dependency and from the parent): keep the first.
-        self._inputs.setdefault(sig.output.step_id, sig.output)
+        self._inputs.setdefault(out.step_id, out)
 
     @workflow.query(name="progress")
     def progress(self) -> SubtaskView:

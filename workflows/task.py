@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import (
@@ -20,6 +21,7 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    FailureError,
 )
 from temporalio.workflow import ParentClosePolicy
 
@@ -36,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         SplitInput,
         StepOutput,
         SubtaskInput,
+        SubtaskResult,
         SubtaskView,
         TaskInput,
         TaskResult,
@@ -48,13 +51,17 @@ with workflow.unsafe.imports_passed_through():
     from workflows.subtask import SubtaskWorkflow, child_id
 
 
-@workflow.defn(name="TaskWorkflow")
+# A payload that does not validate fails the workflow (naming the field) instead of
+# failing its workflow task over and over.
+@workflow.defn(name="TaskWorkflow", failure_exception_types=[ValidationError])
 class TaskWorkflow:
     def __init__(self) -> None:
         self._status = Status.PENDING
         self._error: str | None = None
         self._views: dict[str, SubtaskView] = {}
         self._metrics = Metrics()
+        self._dag: _Dag | None = None
+        self._begun = False
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -72,12 +79,32 @@ class TaskWorkflow:
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskResult:
         task_id = workflow.info().workflow_id
+        if "/" in task_id:
+            raise ApplicationError(
+                f"task id {task_id!r} must not contain '/': subtask ids are "
+                "'<task-id>/<step-id>'", type="InvalidTaskId", non_retryable=True)
+        try:
+            return await self._run(task_id, inp)
+        except asyncio.CancelledError:
+            if self._dag is not None:
+                await self._dag.cancel()
+            for v in self._views.values():
+                if not v.status.terminal:
+                    v.status, v.error = Status.CANCELLED, "cancelled"
+            self._status, self._error = Status.CANCELLED, "cancelled"
+            if self._begun:
+                await self._finish()
+            raise
+
+    async def _run(self, task_id: str, inp: TaskInput) -> TaskResult:
         begin = await workflow.execute_activity_method(
             TaskActivities.begin_task,
-            BeginTaskInput(task_id=task_id, task=inp, created_at=workflow.now()),
+            BeginTaskInput(task_id=task_id, run_id=workflow.info().run_id, task=inp,
+                           created_at=workflow.now()),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
         )
+        self._begun = True
         if inp.plan is not None:
             if begin.plan_errors:
                 await self._fail("invalid plan: " + "; ".join(begin.plan_errors), "InvalidPlan")
@@ -94,6 +121,8 @@ class TaskWorkflow:
                 )
             except ActivityError as e:
                 cause = e.cause
+                if isinstance(cause, CancelledError):
+                    raise asyncio.CancelledError from e
                 kind = cause.type if isinstance(cause, ApplicationError) and cause.type else None
                 await self._fail(f"splitting failed: {failure_message(e)}", kind or "SplitFailed")
             plan = split.plan
@@ -111,21 +140,24 @@ class TaskWorkflow:
             retry_policy=policies.STORE_RETRY,
         )
         self._status = Status.RUNNING
-        dag = _Dag(self, task_id, plan, begin)
-        try:
-            await dag.run()
-        except asyncio.CancelledError:
-            await dag.cancel()
-            self._status, self._error = Status.CANCELLED, "cancelled"
-            await self._finish()
-            raise
+        self._dag = _Dag(self, task_id, plan, begin)
+        await self._dag.run()
 
-        failed = [v.step_id for v in self._views.values() if v.status is Status.FAILED]
-        blocked = [v.step_id for v in self._views.values() if v.status is Status.BLOCKED]
-        if failed or blocked:
-            reasons = ", ".join(f"{s} ({self._views[s].error})" for s in failed)
-            self._error = f"failed: {reasons}" + (f"; blocked: {', '.join(blocked)}"
-                                                  if blocked else "")
+        def named(status: Status) -> list[str]:
+            return [v.step_id for v in self._views.values() if v.status is status]
+
+        failed, cancelled = named(Status.FAILED), named(Status.CANCELLED)
+        blocked = named(Status.BLOCKED)
+        if failed or cancelled or blocked:
+            parts = []
+            if failed:
+                parts.append("failed: " + ", ".join(
+                    f"{s} ({self._views[s].error})" for s in failed))
+            if cancelled:
+                parts.append("cancelled: " + ", ".join(cancelled))
+            if blocked:
+                parts.append("blocked: " + ", ".join(blocked))
+            self._error = "; ".join(parts)
             self._status = Status.FAILED
         else:
             self._status = Status.COMPLETED
@@ -177,7 +209,8 @@ class _Dag:
         # Released by their only dependency; the others are started by the parent.
         self.direct = {s.id for s in plan.steps if len(s.deps) == 1}
         self.outputs: dict[str, StepOutput] = {}
-        self.handles: dict[str, workflow.ChildWorkflowHandle[SubtaskWorkflow, object]] = {}
+        self.handles: dict[
+            str, workflow.ChildWorkflowHandle[SubtaskWorkflow, SubtaskResult]] = {}
         self.launched: set[str] = set()
         self.delivered: set[tuple[str, str]] = set()  # (dependency, dependent)
         self.tasks: list[asyncio.Task[None]] = []
@@ -218,25 +251,11 @@ class _Dag:
         waiting = [d for d in step.deps if d not in self.outputs]
         if not waiting:
             self.views[step_id].status = Status.RUNNING
-        handle = await workflow.start_child_workflow(
-            SubtaskWorkflow.run,
-            SubtaskInput(
-                task_id=self.task_id,
-                step=step,
-                routing=self.routing,
-                budgets=self.begin.budgets,
-                max_turns=self.begin.max_turns,
-                inputs={d: self.outputs[d] for d in step.deps if d in self.outputs},
-                waiting_for=waiting,
-                notify=[child_id(self.task_id, d) for d in self.dependents[step_id]
-                        if d in self.direct],
-            ),
-            id=child_id(self.task_id, step_id),
-            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-            task_timeout=policies.CHILD_TASK_TIMEOUT,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=f"{step.type.value}: {step.title or step.id}",
-        )
+        try:
+            handle = await self._start(step, waiting)
+        except FailureError as e:
+            self._on_failure(step_id, f"could not start: {failure_message(e)}")
+            return
         self.handles[step_id] = handle
         if self.views[step_id].status is Status.BLOCKED:
             # A dependency failed while this child was being started.
@@ -255,10 +274,35 @@ class _Dag:
                 view = self.views[step_id]
                 if not view.status.terminal:
                     view.status, view.error = Status.CANCELLED, "cancelled"
+                    self._block_dependents(step_id)
                 return
             self._on_failure(step_id, failure_message(e))
             return
         self._on_success(step_id, result.output, result.delivered, result.metrics)
+
+    async def _start(
+        self, step: PlanStep, waiting: list[str]
+    ) -> workflow.ChildWorkflowHandle[SubtaskWorkflow, SubtaskResult]:
+        step_id = step.id
+        return await workflow.start_child_workflow(
+            SubtaskWorkflow.run,
+            SubtaskInput(
+                task_id=self.task_id,
+                step=step,
+                routing=self.routing,
+                budgets=self.begin.budgets,
+                max_turns=self.begin.max_turns,
+                inputs={d: self.outputs[d] for d in step.deps if d in self.outputs},
+                waiting_for=waiting,
+                notify=[child_id(self.task_id, d) for d in self.dependents[step_id]
+                        if d in self.direct],
+            ),
+            id=child_id(self.task_id, step_id),
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            task_timeout=policies.CHILD_TASK_TIMEOUT,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"{step.type.value}: {step.title or step.id}",
+        )
 
     def _on_success(
         self, step_id: str, output: StepOutput | None, delivered: list[str], metrics: Metrics
@@ -287,9 +331,13 @@ class _Dag:
         if (dep, step_id) in self.delivered:
             return
         self.delivered.add((dep, step_id))
-        await self.handles[step_id].signal(
-            SubtaskWorkflow.dependency_done, DependencyDone(output=self.outputs[dep])
-        )
+        try:
+            await self.handles[step_id].signal(
+                SubtaskWorkflow.dependency_done, DependencyDone(output=self.outputs[dep])
+            )
+        except FailureError as e:
+            # The child is gone (cancelled or terminated from outside): it cannot run.
+            self._on_failure(step_id, f"could not be released: {failure_message(e)}")
 
     def _on_failure(self, step_id: str, error: str) -> None:
         view = self.views[step_id]
