@@ -20,15 +20,17 @@ from activities.agent import AgentActivities
 from activities.code import CodeActivities
 from activities.db import create_pool, resolve_dsn
 from activities.llm import LLM, LLMActivities
+from activities.mcp import open_toolbox
 from activities.sandbox import SandboxError, SandboxFactory
 from activities.steps import StepBook, SubtaskActivities
 from activities.store import Store
 from activities.tasks import TaskActivities
 from activities.tokens import load_prices
-from activities.tools import ToolActivities, Toolbox, ToolRegistry, as_toolbox, builtin_tools
+from activities.tools import ToolActivities, Toolbox, ToolRegistry, builtin_tools
 from models.io import Budgets, Routing
 from models.settings import Settings
-from models.usage import Price
+from models.tools import InvalidToolsConfig
+from models.usage import Price, PriceTableError
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
 
@@ -90,9 +92,17 @@ async def open_deps(
             log.error("sandbox self-test failed; this worker refuses code steps: %s", problem)
     prices = load_prices(settings.price_table_file) if settings.price_table_file else None
     try:
-        yield Deps(pool=pool, store=Store(pool), registry=as_toolbox(registry or builtin_tools()),
+        # Function tools plus the MCP servers of BEESTOWN_TOOLS_FILE (a bad file raises
+        # InvalidToolsConfig; a server down now is logged and retried at its first call).
+        toolbox = await open_toolbox(registry or builtin_tools(), settings.tools_file)
+    except BaseException:
+        await pool.close()
+        raise
+    try:
+        yield Deps(pool=pool, store=Store(pool), registry=toolbox,
                    llm=llm, sandbox=sandbox, sandbox_problem=problem, prices=prices)
     finally:
+        await toolbox.aclose()
         await pool.close()
 
 
@@ -203,7 +213,10 @@ def main() -> None:
         settings = Settings()
     except Exception as e:  # pydantic names the variable that is wrong
         raise SystemExit(f"worker: bad configuration: {e}") from e
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except (InvalidToolsConfig, PriceTableError) as e:
+        raise SystemExit(f"worker: bad configuration: {e}") from e
 
 
 if __name__ == "__main__":

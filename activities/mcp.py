@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -89,12 +88,13 @@ def stdio_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def _stdio_parameters(cfg: McpServerConfig) -> StdioServerParameters:
-    # The SDK merges a few inherited variables (USER, SHELL, ...) over the env it is
-    # given; `env -i` makes the configured environment the whole environment.
-    assert cfg.command is not None
-    env_bin = shutil.which("env") or "/usr/bin/env"
-    assignments = [f"{k}={v}" for k, v in stdio_environment(cfg.env).items()]
-    return StdioServerParameters(command=env_bin, args=["-i", *assignments, cfg.command, *cfg.args])
+    # The configured values go in the process environment, not on its command line
+    # (where `ps` would show them). The SDK adds a few harmless inherited variables
+    # (USER, SHELL, TERM, LOGNAME); the worker's secrets are never among them.
+    if cfg.command is None:
+        raise ValueError(f"server {cfg.name}: a stdio server needs a command")
+    return StdioServerParameters(command=cfg.command, args=list(cfg.args),
+                                 env=stdio_environment(cfg.env))
 
 
 def _transport(cfg: McpServerConfig) -> AbstractAsyncContextManager[TransportStreams]:

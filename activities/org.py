@@ -6,6 +6,8 @@ choose (`SELECT ... FOR UPDATE`, always in id order so two callers never deadloc
 counts that agent's running assignments, then writes, all in one transaction. Counting
 after the lock sees every assignment committed by an earlier holder, so no agent ever holds
 more running subtasks than its capacity. Freeing a slot (`finish`) needs no lock.
+`started_at` and `finished_at` are read from the clock at the write (clock_timestamp, not
+the transaction start), so the intervals they record never overlap more than capacity.
 
 Every write is idempotent: an assignment is keyed by its subtask id, `assign` again
 returns what is recorded, `finish` again changes nothing.
@@ -200,7 +202,7 @@ class OrgStore:
                 INSERT INTO assignments (subtask_id, task_id, agent_id, state,
                     required_skills, candidates, score, reason, started_at)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-                        CASE WHEN $4 = 'running' THEN now() END)
+                        CASE WHEN $4 = 'running' THEN clock_timestamp() END)
                 ON CONFLICT (subtask_id) DO NOTHING RETURNING *
                 """,
                 subtask_id, task_id, choice.agent_id or choice.queue_for,
@@ -225,7 +227,7 @@ class OrgStore:
         """Mark the assignment done, freeing its slot; False when it already was (or none)."""
         row = await self.pool.fetchrow(
             """
-            UPDATE assignments SET state = 'done', finished_at = now()
+            UPDATE assignments SET state = 'done', finished_at = clock_timestamp()
             WHERE subtask_id = $1 AND state <> 'done' RETURNING subtask_id
             """,
             subtask_id,
@@ -244,8 +246,10 @@ class OrgStore:
         )
         return {r["id"]: r["n"] for r in rows}
 
-    async def promote_queued(self) -> list[Assignment]:
+    async def promote_queued(self, *, task_id: str | None = None) -> list[Assignment]:
         """Start queued subtasks on agents with room, most urgent first; return those started.
+
+        `task_id` limits this to one task's subtasks.
 
         Urgency is the stored score plus aging for the time spent queued. Each queued
         subtask is placed again by `pick_assignee` over the current loads, so it goes to
@@ -258,6 +262,8 @@ class OrgStore:
             )
             queued = await conn.fetch(
                 "SELECT *, now() AS db_now FROM assignments WHERE state = 'queued'"
+                " AND ($1::text IS NULL OR task_id = $1)",
+                task_id,
             )
             if not queued:
                 return []
@@ -279,7 +285,8 @@ class OrgStore:
                     continue
                 row = await conn.fetchrow(
                     """
-                    UPDATE assignments SET state = 'running', agent_id = $2, started_at = now(),
+                    UPDATE assignments SET state = 'running', agent_id = $2,
+                        started_at = clock_timestamp(),
                         reason = $3
                     WHERE subtask_id = $1 AND state = 'queued' RETURNING *
                     """,
@@ -292,8 +299,12 @@ class OrgStore:
                     started.append(_assignment(row))
             return started
 
-    async def rebalance(self) -> list[Move]:
-        """Move queued subtasks from overloaded agents to idle ones with the skills."""
+    async def rebalance(self, *, task_id: str | None = None) -> list[Move]:
+        """Move queued subtasks from overloaded agents to idle ones with the skills.
+
+        Loads count every worker's running and queued work (managers, who take no work by
+        default, are not counted); `task_id` limits the subtasks that may move to that task's.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             agents = await conn.fetch(
                 "SELECT * FROM agents WHERE active AND removed_at IS NULL ORDER BY id"
@@ -301,7 +312,8 @@ class OrgStore:
             )
             queued = await conn.fetch(
                 "SELECT *, now() AS db_now FROM assignments WHERE state = 'queued'"
-                " AND agent_id IS NOT NULL"
+                " AND agent_id IS NOT NULL AND ($1::text IS NULL OR task_id = $1)",
+                task_id,
             )
             if not queued:
                 return []
@@ -310,9 +322,10 @@ class OrgStore:
                 "SELECT agent_id, count(*)::int AS n FROM assignments"
                 " WHERE state <> 'done' AND agent_id IS NOT NULL GROUP BY agent_id"
             )
+            managers = {r["reports_to"] for r in agents}
             moves = plan_rebalance(
                 [_queue_item(r, now) for r in queued],
-                [_candidate(r) for r in agents],
+                [_candidate(r) for r in agents if r["id"] not in managers],
                 {r["agent_id"]: r["n"] for r in held},
             )
             for m in moves:

@@ -175,9 +175,9 @@ def builtin_tools() -> ToolRegistry:
 
     @registry.tool
     async def sleep(seconds: float) -> float:
-        """Wait `seconds` (at most an hour) and return how long was waited."""
-        if not 0 <= seconds <= 3600:
-            raise ValueError("seconds must be between 0 and 3600")
+        """Wait `seconds` (at most 540) and return how long was waited."""
+        if not 0 <= seconds <= 540:  # under the tool timeout of 10 minutes
+            raise ValueError("seconds must be between 0 and 540")
         await asyncio.sleep(seconds)
         return seconds
 
@@ -303,7 +303,8 @@ class ToolActivities:
     async def run_tool_step(self, run: StepRun) -> StepOutcome:
         """Call the step's tool with its arguments (dependencies' outputs substituted)."""
         started = datetime.now(UTC)
-        await self.book.begin(run)
+        if done := await self.book.begin(run):
+            return done
         tool = run.step.tool or ""
         try:
             args = substitute_inputs(run.step.args, await self.book.full_inputs(run))

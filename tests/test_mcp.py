@@ -252,7 +252,7 @@ async def test_a_server_that_cannot_start_is_unavailable() -> None:
         await hub.aclose()
 
 
-async def test_stdio_servers_get_only_the_configured_environment(
+async def test_stdio_servers_get_the_configured_environment_and_no_secrets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
@@ -262,8 +262,11 @@ async def test_stdio_servers_get_only_the_configured_environment(
         names = set((await hub.call("ownio.env_names", {}))["result"])
     finally:
         await hub.aclose()
-    # Python itself may add LC_CTYPE (locale coercion) in the child.
-    assert names - {"LC_CTYPE"} == {"PATH", "HOME", "PYTHONPATH", "GREETING"}
+    # Python itself may add LC_CTYPE (locale coercion); the MCP SDK adds a few harmless
+    # inherited variables. Secrets never pass.
+    harmless = {"LC_CTYPE", "USER", "SHELL", "TERM", "LOGNAME"}
+    assert names - harmless == {"PATH", "HOME", "PYTHONPATH", "GREETING"}
+    assert not names & {"OPENAI_API_KEY", "DATABASE_URL"}
 
 
 async def test_closing_the_hub_stops_its_stdio_servers() -> None:

@@ -1,0 +1,103 @@
+"""Review and escalation: the payloads of the `review` and `resolve_escalation` updates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.org import ReviewPolicy
+from models.plan import Plan
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ReviewInput(BaseModel):
+    """Update `review`: the assigned reviewer approves, or rejects with feedback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer_id: str = Field(min_length=1)
+    decision: Decision
+    feedback: str = ""
+
+    @model_validator(mode="after")
+    def _reject_says_why(self) -> ReviewInput:
+        if self.decision is Decision.REJECT and not self.feedback.strip():
+            raise ValueError("a rejection needs feedback saying what to change")
+        return self
+
+
+class ReviewAck(BaseModel):
+    subtask_id: str
+    round: int
+    decision: Decision
+
+
+class EscalationReason(StrEnum):
+    FAILED = "failed"
+    REVIEW_ROUNDS = "review_rounds"
+    BUDGET = "budget"
+    DEADLINE = "deadline"
+
+
+class Action(StrEnum):
+    RETRY = "retry"
+    REASSIGN = "reassign"
+    REPLAN = "replan"
+    SKIP = "skip"
+    ESCALATE = "escalate"
+
+
+class ResolveEscalation(BaseModel):
+    """Update `resolve_escalation`: what the manager (or a person) decides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(min_length=1, description="who decides: the holder or someone above")
+    action: Action
+    assignee: str | None = Field(None, description="with reassign: the new assignee")
+    plan: Plan | None = Field(None, description="with replan: the sub-plan replacing the step")
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _complete(self) -> ResolveEscalation:
+        if self.action is Action.REASSIGN and not self.assignee:
+            raise ValueError("reassign needs an assignee")
+        if self.action is Action.REPLAN and self.plan is None:
+            raise ValueError("replan needs a plan")
+        return self
+
+
+class Escalation(BaseModel):
+    """An open escalation: who holds it, why, and who is next up the chain."""
+
+    subtask_id: str
+    task_id: str
+    seq: int
+    reason: EscalationReason
+    error: str
+    holder: str
+    level: int
+    chain: list[str]
+    opened_at: datetime
+
+    @property
+    def id(self) -> str:
+        return f"{self.subtask_id}#{self.seq}"
+
+
+class People(BaseModel):
+    """Who works on a subtask, who reviews it, and whom it escalates to (nearest first)."""
+
+    assignee: str | None = None
+    reviewer: str | None = None
+    review_policy: ReviewPolicy = ReviewPolicy.AUTO
+    escalation_chain: list[str] = Field(default_factory=list)
+    policies: dict[str, ReviewPolicy] = Field(
+        default_factory=dict, description="how each manager in the chain decides"
+    )
