@@ -144,8 +144,8 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
              SubtaskActivities(deps.store).fail_subtask]
         )
     if "llm" in roles:
-        llm = LLMActivities(llm=deps.llm, store=deps.store, book=book,
-                            tool_names=deps.registry.names())
+        llm = LLMActivities(llm=deps.llm, store=deps.store, tool_names=deps.registry.names(),
+                            prices=deps.prices)
         agent = AgentActivities(llm=deps.llm, store=deps.store, book=book,
                                 toolbox=deps.registry, prices=deps.prices,
                                 context_override=settings.context_limit)

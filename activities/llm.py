@@ -8,6 +8,7 @@ server refuses raises ApplicationError(type="LLMRequestRejected", non_retryable=
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,12 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.steps import StepBook
 from activities.store import Store
+from activities.tokens import cost_usd, count_messages
 from models.io import SplitInput, SplitResult
 from models.plan import InvalidPlan, Plan, parse_plan_text
 from models.task import Metrics, StepType
+from models.usage import Budget, Price
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +143,13 @@ class LLMActivities:
     """Activities that talk to the model; `llm` is None when no endpoint is configured."""
 
     def __init__(
-        self, *, llm: LLM | None, store: Store, book: StepBook, tool_names: list[str]
+        self, *, llm: LLM | None, store: Store, tool_names: list[str],
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         self.llm = llm
         self.store = store
-        self.book = book
         self.tool_names = tool_names
+        self.prices = prices
 
     def _require_llm(self) -> LLM:
         if self.llm is None:
@@ -186,16 +189,22 @@ class LLMActivities:
         ]
         metrics = Metrics()
         errors: list[str] = []
+        budget = Budget(max_tokens=inp.token_budget, scope="task")
         for round_no in (1, 2):
+            budget.check(await self.store.tokens_used(inp.task_id),
+                         count_messages(messages, llm.model))
             reply = await llm.complete(messages, schema=Plan.model_json_schema())
             key = f"{info.workflow_id}/{info.activity_id}/{info.attempt}/{round_no}"
+            cost = cost_usd(llm.model, reply.prompt_tokens, reply.completion_tokens, self.prices)
             await self.store.record_usage(
                 key, task_id=inp.task_id, subtask=None, model=llm.model,
                 prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                cost_usd=cost, purpose="split",
             )
             metrics.prompt_tokens += reply.prompt_tokens
             metrics.completion_tokens += reply.completion_tokens
             metrics.tokens_used = metrics.prompt_tokens + metrics.completion_tokens
+            metrics.cost_usd += cost
             plan, errors = self._plan_errors(reply.text, inp.max_steps)
             await self.store.record_llm_output(
                 key, task_id=inp.task_id, subtask=None, purpose="split", model=llm.model,

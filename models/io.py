@@ -66,6 +66,7 @@ class SplitInput(BaseModel):
     task_id: str
     prompt: str
     max_steps: int
+    token_budget: int | None = None
 
 
 class SplitResult(BaseModel):

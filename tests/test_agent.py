@@ -15,14 +15,16 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from activities.mcp import open_toolbox
 from activities.store import Store
 from models.io import TaskInput
 from models.settings import Settings
 from models.task import Status
 from models.usage import Price
-from tests.conftest import make_settings, temporal_address
+from tests.conftest import make_settings, temporal_address, test_tools
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
+from tests.test_mcp import TIME_SERVER
 from worker import Deps, build_workers
 
 
@@ -68,7 +70,8 @@ async def test_agent_calls_tools_then_answers_and_accounts_for_every_token(
     assert (m.prompt_tokens, m.completion_tokens, m.tokens_used) == (250, 50, 300)
     assert m.cost_usd == pytest.approx((250 * 1000 + 50 * 2000) / 1e6)
     rows = await deps.pool.fetch("SELECT * FROM usage WHERE task_id = $1", result.task_id)
-    assert sum(r["prompt_tokens"] for r in rows) == 250 and len(rows) == 2
+    assert sum(r["prompt_tokens"] for r in rows) == 250
+    assert len(rows) == 2
     transcript = await Store(deps.pool).get_messages(f"{result.task_id}/w")
     assert [t["role"] for t in transcript] == ["system", "user", "assistant", "tool", "tool",
                                               "assistant"]
@@ -88,7 +91,8 @@ async def test_bad_tool_calls_are_answered_with_errors_the_model_can_read(
     assert result.status is Status.COMPLETED, result.error
     msgs = {m["tool_call_id"]: m["content"] for m in llm.requests[1]["body"]["messages"]
             if m["role"] == "tool"}
-    assert "teleport" in msgs["call_1"] and "error" in msgs["call_1"]
+    assert "teleport" in msgs["call_1"]
+    assert "error" in msgs["call_1"]
     assert "seconds" in msgs["c2"]
     assert "not valid JSON" in msgs["c3"]
 
@@ -171,3 +175,53 @@ async def test_hundred_tool_calls_with_big_outputs_keep_history_small(
     assert all("tokens omitted" in m for m in tool_msgs)
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED in {
         e.event_type for e in history.events}
+
+
+async def test_prompt_with_mcp_time_tool_and_model_written_code_completes_with_exact_usage(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    tools_file = tmp_path / "tools.yaml"
+    tools_file.write_text(
+        "tools:\n  - name: time\n    transport: stdio\n"
+        f"    command: {TIME_SERVER}\n    args: [--local-timezone, UTC]\n")
+    settings = make_settings(tmp_path, database_url, llm.base_url, temporal_address(client),
+                             tools_file=tools_file)
+    plan = {"steps": [
+        {"id": "now", "type": "tool", "tool": "time.get_current_time",
+         "args": {"timezone": "Europe/Paris"}},
+        {"id": "report", "type": "code", "deps": ["now"],
+         "description": "say which timezone the time is in"},
+    ]}
+    llm.script(Scripted(json.dumps(plan), prompt_tokens=120, completion_tokens=40),
+               Scripted("```python\nprint('zone:', inputs['now']['timezone'])\n```",
+                        prompt_tokens=200, completion_tokens=30))
+    toolbox = await open_toolbox(test_tools(), tools_file)
+    priced = dataclasses.replace(deps, registry=toolbox,
+                                 prices={"fake-model": Price(input=3, output=15)})
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for w in build_workers(client, settings, priced):
+                await stack.enter_async_context(w)
+            result = await outcome(await start_task(client, settings, TaskInput(
+                prompt="Tell me the time zone of the current time in Paris")))
+    finally:
+        await toolbox.aclose()
+    assert result.status is Status.COMPLETED, result.error
+    steps = by_step(result)
+    assert steps["now"].output["timezone"] == "Europe/Paris"
+    assert steps["report"].output == "zone: Europe/Paris"
+    m = result.metrics
+    assert (m.prompt_tokens, m.completion_tokens) == (320, 70)
+    assert m.cost_usd == pytest.approx((320 * 3 + 70 * 15) / 1e6)
+
+
+async def test_budget_too_low_for_the_split_stops_before_any_model_call(
+    client: Client, worker: Settings, llm: FakeLLM
+) -> None:
+    llm.default = Scripted(json.dumps({"steps": [
+        {"id": "w", "type": "write", "description": "anything"}]}))
+    result = await outcome(await start_task(client, worker, TaskInput(
+        prompt="do something", token_budget=50)))
+    assert result.status is Status.FAILED
+    assert "BudgetExceeded" in (result.error or "")
+    assert llm.requests == []

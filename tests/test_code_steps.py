@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -79,7 +80,8 @@ async def test_dataframe_across_two_cells_and_chart_come_back_as_artifacts(
     artifacts = {a["name"]: a for a in row["result"]["artifacts"]}
     assert "chart.png" in artifacts
     png = await Store(deps.pool).get_blob(artifacts["chart.png"]["id"])
-    assert png.startswith(b"\x89PNG") and artifacts["chart.png"]["mime"] == "image/png"
+    assert png.startswith(b"\x89PNG")
+    assert artifacts["chart.png"]["mime"] == "image/png"
     # The open figure is also returned as a rich PNG result, like a notebook shows it.
     assert any(name.endswith(".png") and name != "chart.png" for name in artifacts)
 
@@ -113,7 +115,7 @@ async def test_cancelled_task_closes_its_sandbox_and_records_cancelled(
 
 
 async def test_worker_whose_sandbox_failed_refuses_code_steps_clearly(
-    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path  # type: ignore[no-untyped-def]
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
 ) -> None:
     settings = make_settings(tmp_path, database_url, llm.base_url, temporal_address(client))
     broken = Deps(pool=deps.pool, store=deps.store, registry=deps.registry, llm=deps.llm,
@@ -123,4 +125,5 @@ async def test_worker_whose_sandbox_failed_refuses_code_steps_clearly(
             {"id": "c", "type": "code", "code": "print(1)"}))))
     assert result.status is Status.FAILED
     error = by_step(result)["c"].error or ""
-    assert "SandboxUnavailable" in error and "no permission to create namespaces" in error
+    assert "SandboxUnavailable" in error
+    assert "no permission to create namespaces" in error

@@ -37,11 +37,12 @@ def spawn_worker(settings: Settings, database_url: str, log: Path) -> subprocess
 
 async def wait_ready(log: Path, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
-        if "worker ready" in log.read_text():
+        text = await asyncio.to_thread(log.read_text)
+        if "worker ready" in text:
             return
-        assert proc.poll() is None, log.read_text()
+        assert proc.poll() is None, text
         await asyncio.sleep(0.1)
-    raise AssertionError("worker never became ready:\n" + log.read_text())
+    raise AssertionError("worker never became ready:\n" + await asyncio.to_thread(log.read_text))
 
 
 async def test_killed_worker_mid_dag_resumes_without_repeating_finished_steps(

@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.store import Store
@@ -91,8 +90,11 @@ async def test_failed_step_blocks_dependents_while_other_branches_finish(
     for s in ("after", "later", "joined"):
         assert steps[s].status is Status.BLOCKED, s
     assert steps["other2"].status is Status.COMPLETED
-    assert result.error and "bad" in result.error and "blocked: " in result.error
-    assert "after" in result.error and "later" in result.error
+    assert result.error
+    assert "bad" in result.error
+    assert "blocked: " in result.error
+    assert "after" in result.error
+    assert "later" in result.error
     rows = {r["step_id"]: r for r in await Store(deps.pool).list_subtasks(result.task_id)}
     assert rows["bad"]["status"] == "FAILED"
     assert "no luck" in rows["bad"]["error"]
@@ -127,7 +129,8 @@ async def test_plan_with_unknown_tool_fails_the_task_naming_it(
     result = await run_plan(client, worker,
                             {"id": "a", "type": "tool", "tool": "teleport", "args": {}})
     assert result.status is Status.FAILED
-    assert result.error and "unknown tool 'teleport'" in result.error
+    assert result.error
+    assert "unknown tool 'teleport'" in result.error
 
 
 async def test_bad_tool_arguments_fail_the_step_without_retrying(
@@ -151,7 +154,8 @@ async def test_large_output_travels_as_a_preview_and_reaches_dependents_whole(
     )
     assert result.status is Status.COMPLETED, result.error
     steps = by_step(result)
-    assert steps["big"].truncated and "characters omitted" in steps["big"].output
+    assert steps["big"].truncated
+    assert "characters omitted" in steps["big"].output
     assert len(await Store(deps.pool).get_output(f"{result.task_id}/len")) == 200_000
 
 
@@ -174,9 +178,11 @@ async def test_child_cancelled_from_outside_blocks_its_dependents_and_ends_the_t
     assert result.status is Status.FAILED
     steps = by_step(result)
     assert steps["a"].status is Status.CANCELLED
-    assert steps["b"].status is Status.BLOCKED and steps["m"].status is Status.BLOCKED
+    assert steps["b"].status is Status.BLOCKED
+    assert steps["m"].status is Status.BLOCKED
     assert steps["x"].status is Status.COMPLETED
-    assert result.error and "cancelled: a" in result.error
+    assert result.error
+    assert "cancelled: a" in result.error
 
 
 async def test_reusing_a_task_id_is_refused_and_keeps_the_first_run(
@@ -190,7 +196,8 @@ async def test_reusing_a_task_id_is_refused_and_keeps_the_first_run(
                                     "args": {"value": "second"}}))
     second = await outcome(await start_task(client, worker, again, task_id="reused-id-1"))
     assert second.status is Status.FAILED
-    assert second.error and "already used" in second.error
+    assert second.error
+    assert "already used" in second.error
     assert await Store(deps.pool).get_output("reused-id-1/a") == "first"
 
 
@@ -217,4 +224,5 @@ async def test_invalid_workflow_input_fails_the_workflow_naming_the_field(
     )
     with pytest.raises(WorkflowFailureError) as info:
         await asyncio.wait_for(handle.result(), timeout=20)
-    assert "id" in str(info.value.cause) and "pattern" in str(info.value.cause)
+    assert "id" in str(info.value.cause)
+    assert "pattern" in str(info.value.cause)

@@ -100,7 +100,7 @@ def test_plan_file_yaml_and_json(tmp_path: Path) -> None:
 def test_plan_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: [{id: a, type: write, deps: [a]}]")
-    with pytest.raises(InvalidPlan, match="bad.yaml"):
+    with pytest.raises(InvalidPlan, match=r"bad\.yaml"):
         load_plan_file(bad, max_steps=5)
     with pytest.raises(InvalidPlan, match="cannot read"):
         load_plan_file(tmp_path / "missing.yaml", max_steps=5)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
 from activities.store import Store
-from models.io import TaskInput
+from models.io import TaskInput, TaskResult
 from models.settings import Settings
 from models.task import Status
 from tests.conftest import make_settings, temporal_address
@@ -23,7 +24,9 @@ GOOD_PLAN = {"title": "greet", "steps": [
 ]}
 
 
-async def split(client: Client, settings: Settings, prompt: str = "greet the world"):  # type: ignore[no-untyped-def]
+async def split(
+    client: Client, settings: Settings, prompt: str = "greet the world"
+) -> TaskResult:
     return await outcome(await start_task(client, settings, TaskInput(prompt=prompt)))
 
 
@@ -37,7 +40,8 @@ async def test_plan_in_prose_and_fences_runs_to_completion(
     body = llm.requests[0]["body"]
     assert body["model"] == "fake-model"
     assert body["response_format"]["type"] == "json_schema"
-    assert result.metrics.prompt_tokens == 11 and result.metrics.completion_tokens == 7
+    assert result.metrics.prompt_tokens == 11
+    assert result.metrics.completion_tokens == 7
     usage = await deps.pool.fetch("SELECT * FROM usage WHERE task_id = $1", result.task_id)
     assert [(u["prompt_tokens"], u["completion_tokens"]) for u in usage] == [(11, 7)]
 
@@ -73,7 +77,9 @@ async def test_plan_still_invalid_after_repair_fails_the_task_and_keeps_the_outp
     llm.script(text, text)
     result = await split(client, worker)
     assert result.status is Status.FAILED
-    assert result.error and "InvalidPlan" in result.error and expected in result.error
+    assert result.error
+    assert "InvalidPlan" in result.error
+    assert expected in result.error
     assert len(llm.requests) == 2  # one repair round trip, not retried by Temporal
     rows = await deps.pool.fetch(
         "SELECT raw_output, valid FROM llm_outputs WHERE task_id = $1", result.task_id)
@@ -108,12 +114,14 @@ async def test_rejected_request_fails_without_retry(
     llm.script(Scripted(status=401, error="bad key"))
     result = await split(client, worker)
     assert result.status is Status.FAILED
-    assert result.error and "LLMRequestRejected" in result.error and "401" in result.error
+    assert result.error
+    assert "LLMRequestRejected" in result.error
+    assert "401" in result.error
     assert len(llm.requests) == 1
 
 
 async def test_worker_without_llm_says_how_to_configure_one(
-    client: Client, deps: Deps, database_url: str, tmp_path, llm: FakeLLM  # type: ignore[no-untyped-def]
+    client: Client, deps: Deps, database_url: str, tmp_path: Path, llm: FakeLLM
 ) -> None:
     settings = make_settings(tmp_path, database_url, llm.base_url, temporal_address(client))
     no_llm = Deps(pool=deps.pool, store=deps.store, registry=deps.registry, llm=None,
@@ -121,5 +129,7 @@ async def test_worker_without_llm_says_how_to_configure_one(
     async with build_workers(client, settings, no_llm)[0]:
         result = await split(client, settings)
     assert result.status is Status.FAILED
-    assert result.error and "OPENAI_BASE_URL" in result.error and "--plan" in result.error
+    assert result.error
+    assert "OPENAI_BASE_URL" in result.error
+    assert "--plan" in result.error
     assert llm.requests == []

@@ -32,13 +32,15 @@ async def test_plan_with_json_prints_the_result_and_exits_zero(
     worker: Settings, tmp_path: Path
 ) -> None:
     plan = tmp_path / "p.yaml"
-    plan.write_text("steps:\n- {id: a, type: tool, tool: echo, args: {value: hi}}\n"
-                    "- {id: b, type: tool, tool: concat, deps: [a], args: {parts: ['${a}', '!']}}\n")
+    plan.write_text(
+        "steps:\n- {id: a, type: tool, tool: echo, args: {value: hi}}\n"
+        "- {id: b, type: tool, tool: concat, deps: [a], args: {parts: ['${a}', '!']}}\n")
     rc, out, err = await starter("--plan", str(plan), "--json", "--id", "cli-ok-1",
                                  settings=worker)
     assert rc == 0, err
     result = json.loads(out)
-    assert result["task_id"] == "cli-ok-1" and result["status"] == "COMPLETED"
+    assert result["task_id"] == "cli-ok-1"
+    assert result["status"] == "COMPLETED"
     assert {s["id"]: s["output"] for s in result["subtasks"]} == {
         "cli-ok-1/a": "hi", "cli-ok-1/b": "hi!"}
     assert "namespaces/default/workflows/cli-ok-1/" in err
@@ -52,20 +54,23 @@ async def test_failing_plan_exits_non_zero_with_the_error(
     rc, out, _ = await starter("--plan", str(plan), "--json", settings=worker)
     assert rc == 1
     result = json.loads(out)
-    assert result["status"] == "FAILED" and "kaput" in result["error"]
+    assert result["status"] == "FAILED"
+    assert "kaput" in result["error"]
 
 
 async def test_prompt_without_llm_says_how_to_configure_one() -> None:
     rc, out, err = await starter("write me a poem")
     assert rc == 2
-    assert "OPENAI_BASE_URL" in out + err and "--plan" in out + err
+    assert "OPENAI_BASE_URL" in out + err
+    assert "--plan" in out + err
 
 
 async def test_invalid_plan_file_is_refused_before_anything_starts(tmp_path: Path) -> None:
     plan = tmp_path / "p.yaml"
     plan.write_text("steps:\n- {id: a, type: write, deps: [a]}\n")
     rc, out, err = await starter("--plan", str(plan))
-    assert rc == 2 and "depends on itself" in out + err
+    assert rc == 2
+    assert "depends on itself" in out + err
 
 
 async def test_unreachable_temporal_is_reported(tmp_path: Path) -> None:
@@ -73,4 +78,5 @@ async def test_unreachable_temporal_is_reported(tmp_path: Path) -> None:
     plan.write_text("steps:\n- {id: a, type: tool, tool: echo, args: {value: 1}}\n")
     rc, out, err = await starter("--plan", str(plan),
                                  extra_env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
-    assert rc == 2 and "cannot reach Temporal" in out + err
+    assert rc == 2
+    assert "cannot reach Temporal" in out + err

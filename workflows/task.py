@@ -114,7 +114,8 @@ class TaskWorkflow:
             try:
                 split = await workflow.execute_activity_method(
                     LLMActivities.split_task,
-                    SplitInput(task_id=task_id, prompt=inp.prompt, max_steps=begin.max_steps),
+                    SplitInput(task_id=task_id, prompt=inp.prompt, max_steps=begin.max_steps,
+                               token_budget=begin.budgets.task_tokens),
                     task_queue=begin.routing.llm_queue,
                     start_to_close_timeout=policies.SPLIT_TIMEOUT,
                     retry_policy=policies.LLM_RETRY,
