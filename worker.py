@@ -21,13 +21,15 @@ from activities.code import CodeActivities
 from activities.db import create_pool, resolve_dsn
 from activities.llm import LLM, LLMActivities
 from activities.mcp import open_toolbox
+from activities.org import OrgActivities, OrgStore
 from activities.sandbox import SandboxError, SandboxFactory
 from activities.steps import StepBook, SubtaskActivities
 from activities.store import Store
 from activities.tasks import TaskActivities
 from activities.tokens import load_prices
 from activities.tools import ToolActivities, Toolbox, ToolRegistry, builtin_tools
-from models.io import Budgets, Routing
+from models.io import Budgets, OrgPolicy, Routing
+from models.org import InvalidOrg, load_org
 from models.settings import Settings
 from models.tools import InvalidToolsConfig
 from models.usage import Price, PriceTableError
@@ -91,6 +93,9 @@ async def open_deps(
             problem = str(e)
             log.error("sandbox self-test failed; this worker refuses code steps: %s", problem)
     prices = load_prices(settings.price_table_file) if settings.price_table_file else None
+    if settings.org_file is not None:
+        change = await OrgStore(pool).save_org(load_org(settings.org_file))
+        log.info("org chart %s loaded: %s", settings.org_file, change)
     try:
         # Function tools plus the MCP servers of BEESTOWN_TOOLS_FILE (a bad file raises
         # InvalidToolsConfig; a server down now is logged and retried at its first call).
@@ -133,15 +138,24 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
     by_queue: dict[str, list[Callable[..., Any]]] = {}
     roles = settings.roles
     if "workflows" in roles:
+        org_store = OrgStore(deps.pool)
         tasks = TaskActivities(
             deps.store, routing=routing(settings), max_steps=settings.max_plan_steps,
             tool_names=deps.registry.names(), max_turns=settings.max_turns,
             budgets=Budgets(task_tokens=settings.task_token_budget,
                             subtask_tokens=settings.subtask_token_budget),
+            org=org_store if settings.uses_org else None,
+            org_defaults=OrgPolicy(review_rounds=settings.review_rounds,
+                                   escalation_timeout_s=settings.escalation_timeout_s,
+                                   max_depth=settings.max_depth),
         )
+        subtasks = SubtaskActivities(deps.store)
+        org = OrgActivities(org_store, deps.store, llm=deps.llm, client=client)
         by_queue.setdefault(settings.task_queue, []).extend(
             [tasks.begin_task, tasks.save_plan, tasks.finish_task,
-             SubtaskActivities(deps.store).fail_subtask]
+             subtasks.fail_subtask, subtasks.record_result,
+             org.assign_subtask, org.release_slot, org.note_subtask, org.record_escalation,
+             org.close_escalation]
         )
     if "llm" in roles:
         llm = LLMActivities(llm=deps.llm, store=deps.store, tool_names=deps.registry.names(),
@@ -149,8 +163,10 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
         agent = AgentActivities(llm=deps.llm, store=deps.store, book=book,
                                 toolbox=deps.registry, prices=deps.prices,
                                 context_override=settings.context_limit)
+        deciding = OrgActivities(OrgStore(deps.pool), deps.store, llm=deps.llm, client=client)
         by_queue.setdefault(settings.queue_for("llm"), []).extend(
-            [llm.split_task, agent.agent_turn, agent.write_code]
+            [llm.split_task, agent.agent_turn, agent.write_code,
+             deciding.review_with_llm, deciding.decide_escalation_with_llm]
         )
     if "sandbox" in roles:
         code = CodeActivities(deps.sandbox, book, unavailable=deps.sandbox_problem)
@@ -215,7 +231,7 @@ def main() -> None:
         raise SystemExit(f"worker: bad configuration: {e}") from e
     try:
         asyncio.run(serve(settings))
-    except (InvalidToolsConfig, PriceTableError) as e:
+    except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
         raise SystemExit(f"worker: bad configuration: {e}") from e
 
 

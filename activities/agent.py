@@ -150,6 +150,9 @@ class AgentActivities:
         if memories:
             parts.append("# Related results from earlier work\n" + "\n".join(
                 f"- {m['title']}: {m['content']}" for m in memories))
+        if run.feedback:
+            parts.append("# Your reviewer rejected earlier attempts; address this\n" +
+                         "\n".join(f"- {f}" for f in run.feedback))
         return "\n\n".join(parts)
 
     async def _tool_definitions(self) -> tuple[list[dict[str, Any]], dict[str, str]]:

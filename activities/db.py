@@ -166,6 +166,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX assignments_queued_idx ON assignments (created_at) WHERE state = 'queued';
     CREATE INDEX assignments_task_idx ON assignments (task_id);
     """,
+    """
+    ALTER TABLE subtasks ADD COLUMN assignee text, ADD COLUMN reviewer text,
+        ADD COLUMN waiting_for text, ADD COLUMN progress double precision NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN creator text, ADD COLUMN assignee text,
+        ADD COLUMN reviewer text, ADD COLUMN parent_subtask text;
+    CREATE TABLE escalations (
+        id text PRIMARY KEY,
+        task_id text NOT NULL,
+        subtask_id text NOT NULL,
+        reason text NOT NULL,
+        error text NOT NULL DEFAULT '',
+        holder text NOT NULL,
+        level integer NOT NULL DEFAULT 0,
+        chain text[] NOT NULL DEFAULT '{}',
+        status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+        decision jsonb,
+        opened_at timestamptz NOT NULL DEFAULT now(),
+        resolved_at timestamptz
+    );
+    CREATE INDEX escalations_open_idx ON escalations (status, opened_at);
+    """,
 ]
 
 _LOCK_KEY = 0x6265657374  # "beest": serialises migrations across processes

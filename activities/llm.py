@@ -128,7 +128,8 @@ def _rejected(e: openai.APIStatusError) -> ApplicationError:
 SPLIT_SYSTEM = """You split a job into a dependency graph of steps for BeesTown.
 Reply with one JSON object and nothing else: {{"title": str, "steps": [step, ...]}}.
 A step is {{"id": str (letters, digits, _ . -), "type": "search"|"code"|"tool"|"write",
-"title": str, "description": str, "deps": [ids of steps whose output it needs]}}.
+"title": str, "description": str, "deps": [ids of steps whose output it needs],
+"skills": [skills the step needs], "assignee": optional agent id}}.
 A code step also has "code": Python source; it reads dependencies' outputs from the dict
 `inputs` (keyed by step id) and prints its output. A tool step has "tool" (one of: {tools})
 and "args" (an object; the string "${{step_id}}" stands for that dependency's output).
@@ -183,7 +184,7 @@ class LLMActivities:
                 "role": "system",
                 "content": SPLIT_SYSTEM.format(
                     tools=", ".join(self.tool_names) or "none", max_steps=inp.max_steps
-                ),
+                ) + (f"\n\n{inp.manager_context}" if inp.manager_context else ""),
             },
             {"role": "user", "content": inp.prompt},
         ]

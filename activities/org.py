@@ -21,9 +21,28 @@ from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
-from models.org import Agent, Candidate, Department, OrgChart
+from activities.llm import LLM, Reply
+from activities.store import Store, refusals_are_final
+from models.org import Agent, Candidate, Department, InvalidOrg, OrgChart, ReviewPolicy
+from models.plan import InvalidPlan, extract_json
+from models.review import (
+    AssignInput,
+    AssignResult,
+    CloseEscalation,
+    EscalationRequest,
+    NoteInput,
+    People,
+    ReleaseInput,
+    ResolveEscalation,
+    ReviewInput,
+    ReviewRequest,
+)
 from models.scheduling import (
     Assignment,
     AssignmentState,
@@ -34,6 +53,7 @@ from models.scheduling import (
     pick_assignee,
     plan_rebalance,
 )
+from models.task import Status
 
 _SAVE_LOCK_KEY = 0x6265656F7267  # "beeorg": one save_org at a time
 
@@ -361,3 +381,187 @@ async def _loads(conn: PoolConnectionProxy, agent_ids: list[str]) -> dict[str, i
         agent_ids,
     )
     return {r["agent_id"]: r["n"] for r in rows}
+
+
+def people_for(chart: OrgChart, agent_id: str, *, reviewer: str | None = None) -> People:
+    """Return who reviews `agent_id`'s work and whom its trouble climbs to, nearest first."""
+    managers = [a.id for a in reversed(chart.reporting_chain(agent_id))][1:]
+    chosen = reviewer if reviewer and reviewer in chart else (managers[0] if managers else None)
+    policy = chart.agent(chosen).review_policy if chosen else ReviewPolicy.AUTO
+    return People(
+        assignee=agent_id,
+        reviewer=chosen,
+        review_policy=policy,
+        escalation_chain=managers,
+        policies={m: chart.agent(m).review_policy for m in managers},
+    )
+
+
+def _slot_key(subtask_id: str, attempt: int) -> str:
+    # Each round of work on a subtask takes its own slot (a rework after a rejection
+    # is assigned afresh); the workflow id is what comes before '#'.
+    return f"{subtask_id}#{attempt}"
+
+
+class OrgActivities:
+    """Assignment, review and escalation bookkeeping, and the manager's model decisions.
+
+    `client` lets a finished subtask wake the queued subtasks its slot goes to.
+    """
+
+    def __init__(
+        self, org: OrgStore, store: Store, *, llm: LLM | None, client: Client | None
+    ) -> None:
+        self.org = org
+        self.store = store
+        self.llm = llm
+        self.client = client
+
+    async def _chart(self) -> OrgChart | None:
+        try:
+            return await self.org.load_org()
+        except (InvalidOrg, ValidationError):
+            return None
+
+    @activity.defn(name="assign_subtask")
+    async def assign_subtask(self, inp: AssignInput) -> AssignResult:
+        """Give the subtask to an agent with the skills and room; None: it waits QUEUED."""
+        chart = await self._chart()
+        if chart is None:
+            return AssignResult(reason="no org chart is loaded")
+        candidates = inp.candidates
+        if inp.preferred and inp.preferred in chart and chart.agent(inp.preferred).active:
+            candidates = [inp.preferred]
+        key = _slot_key(inp.subtask_id, inp.attempt)
+        got = await self.org.assign(key, inp.task_id, inp.required_skills, candidates,
+                                    inp.score)
+        if got is None or got.agent_id is None:
+            queued = await self.org.get(key)
+            why = queued.reason if queued else "no agent has room"
+            waits_for = queued.agent_id if queued else None
+            with refusals_are_final():
+                await self.store.note_subtask(
+                    inp.subtask_id, status=Status.QUEUED,
+                    waiting_for=f"a free slot of {waits_for}" if waits_for else "a free slot")
+            return AssignResult(reason=why, org=True)
+        people = people_for(chart, got.agent_id, reviewer=inp.reviewer)
+        with refusals_are_final():
+            await self.store.note_subtask(inp.subtask_id, status=Status.ASSIGNED,
+                                          assignee=got.agent_id, reviewer=people.reviewer)
+        await self.store.add_event(
+            f"{key}:assigned", task_id=inp.task_id, subtask=inp.subtask_id, kind="assigned",
+            data={"agent": got.agent_id, "reason": got.reason})
+        return AssignResult(agent_id=got.agent_id, reason=got.reason, people=people, org=True,
+                            is_manager=chart.is_manager(got.agent_id))
+
+    @activity.defn(name="release_slot")
+    async def release_slot(self, inp: ReleaseInput) -> list[str]:
+        """Free the subtask's slot and wake the queued subtasks that now have room."""
+        await self.org.finish(_slot_key(inp.subtask_id, inp.attempt))
+        promoted = await self.org.promote_queued()
+        woken = []
+        for a in promoted:
+            workflow_id = a.subtask_id.split("#", 1)[0]
+            if self.client is not None:
+                try:
+                    await self.client.get_workflow_handle(workflow_id).signal("slot_free")
+                except RPCError as e:  # gone; it asks again when its timer fires
+                    activity.logger.info("could not wake %s: %s", workflow_id, e)
+                    continue
+            woken.append(workflow_id)
+        return woken
+
+    @activity.defn(name="note_subtask")
+    async def note_subtask(self, inp: NoteInput) -> None:
+        """Record a subtask's status and what it waits for, with an event (idempotent)."""
+        with refusals_are_final():
+            await self.store.note_subtask(
+                inp.subtask_id, status=Status(inp.status) if inp.status else None,
+                waiting_for=inp.waiting_for)
+        await self.store.add_event(inp.key, task_id=inp.task_id, subtask=inp.subtask_id,
+                                   kind=inp.kind, data=dict(inp.data))
+
+    @activity.defn(name="record_escalation")
+    async def record_escalation(self, inp: EscalationRequest) -> None:
+        """Open (or move up) an escalation; the subtask is BLOCKED on its holder."""
+        e = inp.escalation
+        await self.store.open_escalation(
+            e.id, task_id=e.task_id, subtask=e.subtask_id, reason=e.reason.value,
+            error=e.error, holder=e.holder, level=e.level, chain=e.chain)
+        with refusals_are_final():
+            await self.store.note_subtask(e.subtask_id, status=Status.BLOCKED,
+                                          waiting_for=f"{e.holder} (escalation {e.id})")
+
+    @activity.defn(name="close_escalation")
+    async def close_escalation(self, inp: CloseEscalation) -> None:
+        await self.store.resolve_escalation(inp.escalation_id,
+                                            inp.decision.model_dump(mode="json"))
+
+    def _require_llm(self) -> LLM:
+        if self.llm is None:
+            raise ApplicationError("a manager with policy 'llm' needs an LLM endpoint "
+                                   "(OPENAI_BASE_URL)", type="LLMNotConfigured",
+                                   non_retryable=True)
+        return self.llm
+
+    @activity.defn(name="review_with_llm")
+    async def review_with_llm(self, inp: ReviewRequest) -> ReviewInput:
+        """Let the reviewing manager's model approve or reject (with feedback)."""
+        llm = self._require_llm()
+        reply = await llm.complete([
+            {"role": "system", "content": REVIEW_SYSTEM},
+            {"role": "user", "content": f"# Step\n{inp.description}\n\n# Result (round "
+                                        f"{inp.round + 1})\n{inp.output_preview}"},
+        ], schema=_VERDICT_SCHEMA)
+        await self._usage(inp.task_id, inp.subtask_id, f"{inp.subtask_id}/review/{inp.round}",
+                          reply, "review")
+        try:
+            data = extract_json(reply.text)
+            return ReviewInput(reviewer_id=inp.reviewer_id, decision=data["decision"],
+                               feedback=str(data.get("feedback", "")))
+        except (InvalidPlan, KeyError, TypeError, ValueError) as e:
+            raise ApplicationError(f"the reviewer's model gave no verdict: {e}",
+                                   type="BadLLMReply") from e
+
+    @activity.defn(name="decide_escalation_with_llm")
+    async def decide_escalation_with_llm(self, inp: EscalationRequest) -> ResolveEscalation:
+        """Let the holding manager's model decide: retry, skip or escalate."""
+        llm = self._require_llm()
+        e = inp.escalation
+        reply = await llm.complete([
+            {"role": "system", "content": ESCALATION_SYSTEM},
+            {"role": "user", "content": f"# Step\n{inp.description}\n\n# Trouble "
+                                        f"({e.reason.value})\n{e.error}"},
+        ], schema=_DECISION_SCHEMA)
+        await self._usage(e.task_id, e.subtask_id, f"{e.id}/decide/{e.level}", reply,
+                          "escalation")
+        try:
+            data = extract_json(reply.text)
+            return ResolveEscalation(by=e.holder, action=data["action"],
+                                     note=str(data.get("note", "")))
+        except (InvalidPlan, KeyError, TypeError, ValueError) as err:
+            raise ApplicationError(f"the manager's model gave no decision: {err}",
+                                   type="BadLLMReply") from err
+
+    async def _usage(self, task_id: str, subtask: str, key: str, reply: Reply,
+                     purpose: str) -> None:
+        llm = self._require_llm()
+        await self.store.record_usage(
+            f"{key}/{activity.info().attempt}", task_id=task_id, subtask=subtask,
+            model=llm.model, prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens, purpose=purpose)
+
+
+REVIEW_SYSTEM = """You review a teammate's result for one step of a job. Reply with JSON:
+{"decision": "approve" | "reject", "feedback": "what to change (required to reject)"}."""
+ESCALATION_SYSTEM = """A step you are responsible for is in trouble. Decide, replying with
+JSON: {"action": "retry" | "skip" | "escalate", "note": "why"}."""
+_VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["decision"],
+    "properties": {"decision": {"enum": ["approve", "reject"]}, "feedback": {"type": "string"}},
+}
+_DECISION_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["action"],
+    "properties": {"action": {"enum": ["retry", "skip", "escalate"]},
+                   "note": {"type": "string"}},
+}

@@ -13,8 +13,15 @@ from typing import Any
 from temporalio import activity
 
 from activities.store import Store, refusals_are_final
-from models.io import INLINE_OUTPUT_LIMIT, FailSubtaskInput, StepOutcome, StepOutput, StepRun
-from models.task import InvalidTransition, Metrics, Result, Status
+from models.io import (
+    INLINE_OUTPUT_LIMIT,
+    FailSubtaskInput,
+    RecordResultInput,
+    StepOutcome,
+    StepOutput,
+    StepRun,
+)
+from models.task import InvalidTransition, Result, Status
 
 
 def preview(value: Any, *, limit: int = INLINE_OUTPUT_LIMIT) -> tuple[Any, bool]:
@@ -79,10 +86,11 @@ class StepBook:
         """Store the result (COMPLETED or FAILED) and return what history should carry."""
         now = datetime.now(UTC)
         result.metrics.time_spent_s = (now - started).total_seconds()
+        done = Status.REVIEWING if run.hold_for_review else Status.COMPLETED
         with refusals_are_final():
             await self.store.finish_subtask(
                 run.subtask_id,
-                status=Status.COMPLETED if result.success else Status.FAILED,
+                status=done if result.success else Status.FAILED,
                 result=result,
                 error=result.error,
                 at=now,
@@ -120,6 +128,17 @@ class SubtaskActivities:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.book = StepBook(store)
+
+    @activity.defn(name="record_result")
+    async def record_result(self, inp: RecordResultInput) -> StepOutcome:
+        """Store a result produced elsewhere (a nested task) as the subtask's own."""
+        started = datetime.now(UTC)
+        if done := await self.book.begin(inp.run):
+            return done
+        result = Result(success=True, output=inp.output, summary=inp.summary,
+                        metrics=inp.metrics)
+        return await self.book.finish(inp.run, result=result, started=started)
 
     @activity.defn(name="fail_subtask")
     async def fail_subtask(self, inp: FailSubtaskInput) -> None:
@@ -128,11 +147,9 @@ class SubtaskActivities:
         A subtask that completed meanwhile keeps its result: nothing produced is lost.
         """
         try:
+            # A result the step already stored (its stdout, say) is kept.
             await self.store.finish_subtask(
-                inp.subtask_id,
-                status=inp.status,
-                result=Result(success=False, error=inp.error, metrics=Metrics()),
-                error=inp.error,
+                inp.subtask_id, status=inp.status, result=None, error=inp.error,
                 at=datetime.now(UTC),
             )
         except InvalidTransition as e:

@@ -56,8 +56,9 @@ class Store:
         row = await self.pool.fetchrow(
             """
             INSERT INTO tasks (id, title, prompt, status, priority, created_at, deadline, tags,
-                               metadata, plan, run_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                               metadata, plan, run_id, creator, assignee, reviewer,
+                               parent_subtask)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
             ON CONFLICT (id) DO NOTHING RETURNING id
             """,
             task_id,
@@ -71,6 +72,10 @@ class Store:
             task.metadata,
             task.plan.model_dump(mode="json") if task.plan else None,
             run_id,
+            task.creator,
+            task.assignee,
+            task.reviewer,
+            task.parent_subtask,
         )
         if row is not None:
             return True
@@ -233,6 +238,76 @@ class Store:
         if row is None or row["status"] != Status.COMPLETED.value or row["result"] is None:
             return None
         return Result.model_validate(row["result"])
+
+    async def note_subtask(
+        self, sub_id: str, *, status: Status | None = None, waiting_for: str | None = None,
+        assignee: str | None = None, reviewer: str | None = None,
+    ) -> None:
+        """Move a subtask to `status` (checked) and record who it waits for / works on it.
+
+        `waiting_for` is always written: None clears it.
+        """
+        allowed = [s.value for s in allowed_from(status)] if status else None
+        row = await self.pool.fetchrow(
+            """
+            UPDATE subtasks SET status = coalesce($2, status), waiting_for = $3,
+                assignee = coalesce($4, assignee), reviewer = coalesce($5, reviewer),
+                updated_at = now()
+            WHERE id = $1 AND ($6::text[] IS NULL OR status = ANY($6::text[])) RETURNING id
+            """,
+            sub_id, status.value if status else None, waiting_for, assignee, reviewer, allowed,
+        )
+        if row is None:
+            await self._refuse("subtasks", sub_id, status or Status.PENDING)
+
+    async def open_escalation(
+        self, esc_id: str, *, task_id: str, subtask: str, reason: str, error: str,
+        holder: str, level: int, chain: list[str],
+    ) -> None:
+        """Record an open escalation, or move it up to a new holder (idempotent)."""
+        await self.pool.execute(
+            """
+            INSERT INTO escalations (id, task_id, subtask_id, reason, error, holder, level, chain)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, level = EXCLUDED.level
+            WHERE escalations.status = 'open'
+            """,
+            esc_id, task_id, subtask, reason, error, holder, level, chain,
+        )
+
+    async def resolve_escalation(self, esc_id: str, decision: dict[str, Any]) -> None:
+        await self.pool.execute(
+            """
+            UPDATE escalations SET status = 'resolved', decision = $2,
+                resolved_at = coalesce(resolved_at, now())
+            WHERE id = $1
+            """,
+            esc_id, decision,
+        )
+
+    async def escalations(self, *, only_open: bool = True) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """
+            SELECT * FROM escalations WHERE (NOT $1 OR status = 'open')
+            ORDER BY opened_at, id
+            """,
+            only_open,
+        )
+        return [dict(r) for r in rows]
+
+    async def list_tasks(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """
+            SELECT t.id, t.title, t.status, t.priority, t.created_at, t.assignee,
+                   t.parent_subtask,
+                   (SELECT count(*) FROM subtasks s WHERE s.task_id = t.id) AS subtasks,
+                   (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage u
+                    WHERE u.task_id = t.id) AS tokens
+            FROM tasks t ORDER BY t.created_at DESC LIMIT $1
+            """,
+            limit,
+        )
+        return [dict(r) for r in rows]
 
     async def get_output(self, sub_id: str) -> Any:
         """Return the full output a finished subtask produced."""

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.org import OrgStore
 from activities.store import NotFound, Store, refusals_are_final
 from models.io import (
     BeginTaskInput,
     BeginTaskResult,
     Budgets,
     FinishTaskInput,
+    OrgPolicy,
     Routing,
     SavePlanInput,
 )
+from models.org import InvalidOrg
 from models.plan import graph_errors
 from models.task import Metrics, Status, StepType
 
@@ -22,9 +27,12 @@ class TaskActivities:
 
     def __init__(
         self, store: Store, *, routing: Routing, max_steps: int, tool_names: list[str],
-        budgets: Budgets | None = None, max_turns: int = 12,
+        budgets: Budgets | None = None, max_turns: int = 12, org: OrgStore | None = None,
+        org_defaults: OrgPolicy | None = None,
     ) -> None:
         self.store = store
+        self.org = org
+        self.org_defaults = org_defaults or OrgPolicy()
         self.routing = routing
         self.max_steps = max_steps
         self.tool_names = tool_names
@@ -53,10 +61,42 @@ class TaskActivities:
             task_tokens=_lower(inp.task.token_budget, self.budgets.task_tokens),
             subtask_tokens=_lower(inp.task.subtask_token_budget, self.budgets.subtask_tokens),
         )
+        org, context = await self._org_policy(inp)
         return BeginTaskResult(
             routing=self.routing, max_steps=max_steps, plan_errors=errors, budgets=budgets,
             max_turns=min(inp.task.max_turns or self.max_turns, self.max_turns),
+            org=org, manager_context=context,
         )
+
+    async def _org_policy(self, inp: BeginTaskInput) -> tuple[OrgPolicy, str]:
+        """Whom the task's steps go to (the assignee's reports) and what the splitter knows."""
+        if self.org is None:
+            return OrgPolicy(), ""
+        try:
+            chart = await self.org.load_org()
+        except (InvalidOrg, ValidationError):
+            return OrgPolicy(), ""  # no chart loaded: no organization
+        task = inp.task
+        assignee = task.assignee or chart.root.id
+        if assignee not in chart:
+            raise ApplicationError(f"unknown assignee {assignee!r}", type="UnknownAgent",
+                                   non_retryable=True)
+        reports = [a for a in chart.reports(assignee) if a.active] or [chart.agent(assignee)]
+        boss = chart.agent(assignee)
+        lines = [f"You split this job as {boss.name or boss.id} ({boss.role or 'manager'}). "
+                 "Give every step an \"assignee\" (one of the ids below) and the \"skills\" "
+                 "it needs:"]
+        for a in reports:
+            skills = set(chart.skills_of(a.id))
+            for below in chart.subtree(a.id):
+                skills |= chart.skills_of(below.id)
+            kind = "manager" if chart.is_manager(a.id) else "worker"
+            lines.append(f"- {a.id} ({a.role or kind}, {kind}): {', '.join(sorted(skills))}")
+        policy = self.org_defaults.model_copy(update={
+            "enabled": True, "candidates": [a.id for a in reports],
+            "reviewer": task.reviewer, "depth": task.depth,
+        })
+        return policy, "\n".join(lines)
 
     @activity.defn(name="save_plan")
     async def save_plan(self, inp: SavePlanInput) -> None:

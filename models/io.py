@@ -22,6 +22,18 @@ class Budgets(BaseModel):
     subtask_tokens: int | None = Field(None, ge=0)
 
 
+class OrgPolicy(BaseModel):
+    """How the org chart shapes a task: None of it applies when no chart is loaded."""
+
+    enabled: bool = False
+    candidates: list[str] | None = Field(None, description="whom steps may go to")
+    reviewer: str | None = None
+    review_rounds: int = Field(2, ge=0, description="rejections before it escalates")
+    escalation_timeout_s: float = Field(3600.0, gt=0, description="before it climbs")
+    depth: int = 0
+    max_depth: int = 2
+
+
 class Routing(BaseModel):
     """Where each kind of activity runs; decided by the worker, recorded in history."""
 
@@ -45,6 +57,13 @@ class TaskInput(BaseModel):
     token_budget: int | None = Field(None, ge=0, description="tokens the whole task may use")
     subtask_token_budget: int | None = Field(None, ge=0, description="tokens per subtask")
     max_turns: int | None = Field(None, ge=1, le=200, description="model turns per subtask")
+    creator: str = Field("", description="who asked: a person or an agent id")
+    assignee: str | None = Field(None, description="the agent it is given to; default the root")
+    reviewer: str | None = Field(None, description="reviews every subtask; default each "
+                                 "assignee's manager")
+    parent_subtask: str | None = Field(None, description="set when a manager decomposes a "
+                                       "subtask as a nested task")
+    depth: int = Field(0, ge=0, description="how many decompositions above this one")
 
 
 class BeginTaskInput(BaseModel):
@@ -60,6 +79,8 @@ class BeginTaskResult(BaseModel):
     plan_errors: list[str] = Field(default_factory=list)
     budgets: Budgets = Field(default_factory=Budgets)
     max_turns: int = 12
+    org: OrgPolicy = Field(default_factory=OrgPolicy)
+    manager_context: str = Field("", description="who splits: role and reports' skills")
 
 
 class SplitInput(BaseModel):
@@ -67,6 +88,7 @@ class SplitInput(BaseModel):
     prompt: str
     max_steps: int
     token_budget: int | None = None
+    manager_context: str = ""
 
 
 class SplitResult(BaseModel):
@@ -97,6 +119,8 @@ class SubtaskInput(BaseModel):
     routing: Routing
     budgets: Budgets = Field(default_factory=Budgets)
     max_turns: int = 12
+    org: OrgPolicy = Field(default_factory=OrgPolicy)
+    score: float = 0.0
     inputs: dict[str, StepOutput] = Field(default_factory=dict)
     waiting_for: list[str] = Field(default_factory=list)
     notify: list[str] = Field(default_factory=list, description="child ids to release")
@@ -124,6 +148,9 @@ class StepRun(BaseModel):
     subtask_id: str
     step: PlanStep
     inputs: dict[str, StepOutput] = Field(default_factory=dict)
+    feedback: list[str] = Field(default_factory=list, description="reviewers' rejections")
+    hold_for_review: bool = Field(False, description="finish as REVIEWING, not COMPLETED")
+    agent_id: str | None = None
 
 
 class StepOutcome(BaseModel):
@@ -131,6 +158,13 @@ class StepOutcome(BaseModel):
     output: StepOutput
     error: str | None = None
     detail: str = Field("", description="e.g. the tail of a failed code step's stderr")
+    metrics: Metrics = Field(default_factory=Metrics)
+
+
+class RecordResultInput(BaseModel):
+    run: StepRun
+    output: Any = None
+    summary: str = ""
     metrics: Metrics = Field(default_factory=Metrics)
 
 

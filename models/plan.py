@@ -38,6 +38,8 @@ class PlanStep(BaseModel):
     fallback_tool: str | None = Field(None, description="tried when `tool` fails for good")
     fallback_args: dict[str, Any] | None = Field(None, description="default: `args`")
     priority: Priority = Priority.MEDIUM
+    skills: list[str] = Field(default_factory=list, description="skills the work needs")
+    assignee: str | None = Field(None, description="the agent to give it to, if the plan says")
     deadline: datetime | None = None
     estimated_duration_s: float | None = None
     tags: list[str] = Field(default_factory=list)

@@ -101,3 +101,60 @@ class People(BaseModel):
     policies: dict[str, ReviewPolicy] = Field(
         default_factory=dict, description="how each manager in the chain decides"
     )
+
+
+class AssignInput(BaseModel):
+    task_id: str
+    subtask_id: str
+    attempt: int = Field(0, ge=0, description="round of work; each takes its own slot")
+    reviewer: str | None = Field(None, description="overrides the assignee's manager")
+    required_skills: list[str] = Field(default_factory=list)
+    candidates: list[str] | None = None
+    preferred: str | None = Field(None, description="an assignee named by the plan")
+    score: float = 0.0
+
+
+class AssignResult(BaseModel):
+    """Who does the work (None: it waits in QUEUED), why, and who reviews and decides."""
+
+    agent_id: str | None = None
+    reason: str = ""
+    people: People = Field(default_factory=People)
+    org: bool = Field(False, description="an org chart is configured")
+    is_manager: bool = False
+
+
+class ReleaseInput(BaseModel):
+    subtask_id: str
+    attempt: int = 0
+
+
+class CloseEscalation(BaseModel):
+    escalation_id: str
+    decision: ResolveEscalation
+
+
+class ReviewRequest(BaseModel):
+    task_id: str
+    subtask_id: str
+    reviewer_id: str
+    round: int
+    output_preview: str
+    description: str = ""
+
+
+class EscalationRequest(BaseModel):
+    escalation: Escalation
+    description: str = ""
+
+
+class NoteInput(BaseModel):
+    """Record a subtask's status (and what it waits for) and an event, in one write."""
+
+    task_id: str
+    subtask_id: str
+    status: str | None = None
+    waiting_for: str | None = None
+    kind: str
+    key: str = Field(description="makes the event idempotent")
+    data: dict[str, object] = Field(default_factory=dict)

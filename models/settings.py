@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(120.0, gt=0, validation_alias="BEESTOWN_LLM_TIMEOUT")
     max_plan_steps: int = Field(50, ge=1, le=1000, validation_alias="BEESTOWN_MAX_PLAN_STEPS")
     max_turns: int = Field(12, ge=1, le=200, validation_alias="BEESTOWN_MAX_TURNS")
+    # The organization: an org chart file loaded into PostgreSQL at worker start.
+    org_file: Path | None = Field(None, validation_alias="BEESTOWN_ORG_FILE")
+    # Use the org chart kept in PostgreSQL (implied by BEESTOWN_ORG_FILE).
+    org_enabled: bool = Field(False, validation_alias="BEESTOWN_ORG")
+    review_rounds: int = Field(2, ge=0, le=20, validation_alias="BEESTOWN_REVIEW_ROUNDS")
+    escalation_timeout_s: float = Field(
+        3600.0, gt=0, validation_alias="BEESTOWN_ESCALATION_TIMEOUT"
+    )
+    max_depth: int = Field(2, ge=0, le=5, validation_alias="BEESTOWN_MAX_DEPTH")
 
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
     sandbox_backend: str = Field("auto", validation_alias="BEESTOWN_SANDBOX")
@@ -85,6 +94,10 @@ class Settings(BaseSettings):
             "tools": self.tool_task_queue,
         }[kind]
         return specific or self.task_queue
+
+    @property
+    def uses_org(self) -> bool:
+        return self.org_enabled or self.org_file is not None
 
     @property
     def llm_configured(self) -> bool:

@@ -40,14 +40,17 @@ _ENTER_FROM: dict[Status, frozenset[Status]] = {
     S.QUEUED: frozenset({S.PENDING, S.READY, S.ASSIGNED}),
     S.ASSIGNED: frozenset({S.PENDING, S.READY, S.QUEUED}),
     S.RUNNING: frozenset({S.PENDING, S.SPLITTING, S.READY, S.QUEUED, S.ASSIGNED, S.REVIEWING,
-                          S.FAILED}),
+                          S.FAILED, S.BLOCKED}),
     S.REVIEWING: frozenset({S.RUNNING}),
     S.COMPLETED: frozenset({S.RUNNING, S.REVIEWING}),
     S.FAILED: frozenset({S.PENDING, S.SPLITTING, S.READY, S.QUEUED, S.ASSIGNED, S.RUNNING,
                          S.REVIEWING, S.BLOCKED}),
     S.CANCELLED: frozenset({S.PENDING, S.SPLITTING, S.READY, S.QUEUED, S.ASSIGNED, S.RUNNING,
                             S.REVIEWING, S.BLOCKED, S.FAILED}),
-    S.BLOCKED: frozenset({S.PENDING, S.READY, S.QUEUED, S.ASSIGNED}),
+    # BLOCKED: waiting on something other than its own work: a failed dependency, or an
+    # escalation (from RUNNING, REVIEWING or FAILED) until a manager decides.
+    S.BLOCKED: frozenset({S.PENDING, S.READY, S.QUEUED, S.ASSIGNED, S.RUNNING, S.REVIEWING,
+                          S.FAILED}),
 }
 
 

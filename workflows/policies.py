@@ -57,3 +57,6 @@ CHILD_TASK_TIMEOUT = timedelta(seconds=3)
 
 # A code step the model writes gets this many more tries, each told the last error.
 CODE_FIX_ATTEMPTS = 2
+
+# A queued subtask is woken by the slot it waits for; it also asks again this often.
+QUEUE_RECHECK = timedelta(seconds=30)

@@ -9,6 +9,7 @@ dependents it was told to, so the release costs no hop through the parent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -16,21 +17,44 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    ChildWorkflowError,
     FailureError,
 )
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.org import OrgActivities
     from activities.steps import SubtaskActivities
     from activities.tools import ToolActivities
     from models.io import (
         DependencyDone,
         FailSubtaskInput,
+        RecordResultInput,
         StepOutcome,
         StepOutput,
         StepRun,
         SubtaskInput,
         SubtaskResult,
         SubtaskView,
+        TaskInput,
+        TaskResult,
+    )
+    from models.org import ReviewPolicy
+    from models.review import (
+        Action,
+        AssignInput,
+        CloseEscalation,
+        Decision,
+        Escalation,
+        EscalationReason,
+        EscalationRequest,
+        NoteInput,
+        People,
+        ReleaseInput,
+        ResolveEscalation,
+        ReviewAck,
+        ReviewInput,
+        ReviewRequest,
     )
     from models.task import Status, StepType, subtask_id
     from workflows import policies
@@ -53,6 +77,25 @@ class SubtaskWorkflow:
         self._output: StepOutput | None = None
         self._fraction = 0.0
         self._detail = ""
+        self._people = People()
+        self._assignee_is_manager = False
+        self._preferred: str | None = None
+        self._attempts = 0
+        self._notes = 0
+        self._escalations = 0
+        self._nested_runs = 0
+        self._round = 0
+        self._slot_free = False
+        self._awaiting_review = False
+        self._verdict: ReviewInput | None = None
+        self._escalation: Escalation | None = None
+        self._decision: ResolveEscalation | None = None
+        self._deadline_waived = False
+
+    @workflow.signal(name="slot_free")
+    def slot_free(self) -> None:
+        """A finishing subtask freed a slot this one was queued for."""
+        self._slot_free = True
 
     @workflow.signal(name="dependency_done")
     def dependency_done(self, sig: DependencyDone) -> None:
@@ -103,46 +146,374 @@ class SubtaskWorkflow:
         for key, value in inp.inputs.items():
             self._inputs.setdefault(key, value)
         await workflow.wait_condition(lambda: all(d in self._inputs for d in step.deps))
-        self._status = Status.RUNNING
-        run = StepRun(
-            task_id=inp.task_id,
-            subtask_id=workflow.info().workflow_id,
-            step=step,
-            inputs={d: self._inputs[d] for d in step.deps},
-        )
-        try:
-            outcome = await self._execute(inp, run)
-        except ActivityError as e:
-            if isinstance(e.cause, CancelledError):
-                raise asyncio.CancelledError from e  # recorded as CANCELLED by run()
-            self._error = failure_message(e)
-            await workflow.execute_activity_method(
-                SubtaskActivities.fail_subtask,
-                FailSubtaskInput(task_id=inp.task_id, subtask_id=run.subtask_id,
-                                 status=Status.FAILED, error=self._error),
-                start_to_close_timeout=policies.STORE_TIMEOUT,
-                retry_policy=policies.STORE_RETRY,
+        me = workflow.info().workflow_id
+        feedback: list[str] = []
+        rejections = 0
+        while True:
+            assigned = await self._acquire(inp)
+            self._status = Status.RUNNING
+            run = StepRun(
+                task_id=inp.task_id, subtask_id=me, step=step,
+                inputs={d: self._inputs[d] for d in step.deps}, feedback=list(feedback),
+                hold_for_review=self._reviewed(), agent_id=assigned,
             )
-            self._status = Status.FAILED
-            raise ApplicationError(
-                f"step {step.id} failed: {self._error}", type="SubtaskFailed", non_retryable=True
-            ) from e
-        self._output = outcome.output
-        if not outcome.success:
-            self._status, self._error = Status.FAILED, outcome.error
-            raise ApplicationError(
-                f"step {step.id} failed: {outcome.error}", type="SubtaskFailed",
-                non_retryable=True,
-            )
+            outcome, trouble = await self._attempt(inp, run)
+            await self._free(inp)
+            if trouble is not None:
+                decision = await self._escalate(inp, *trouble)
+                if decision is None:
+                    await self._record_failure(inp, trouble[1])
+                    raise ApplicationError(f"step {step.id} failed: {trouble[1]}",
+                                           type="SubtaskFailed", non_retryable=True)
+                outcome = await self._act_on(inp, decision, trouble[1])
+                if outcome is None:
+                    continue  # retry or reassign: work again
+            if outcome is None:  # _act_on returns one or we continued
+                continue
+            assert_outcome = outcome
+            verdict = await self._review(inp, assert_outcome, rejections)
+            if verdict.decision is Decision.APPROVE:
+                break
+            rejections += 1
+            feedback.append(verdict.feedback)
+            if rejections > inp.org.review_rounds:
+                decision = await self._escalate(
+                    inp, EscalationReason.REVIEW_ROUNDS,
+                    f"rejected {rejections} times; last feedback: {verdict.feedback}")
+                if decision is None:
+                    await self._record_failure(inp, "rejected too often")
+                    raise ApplicationError(f"step {step.id} was rejected {rejections} times",
+                                           type="SubtaskFailed", non_retryable=True)
+                replanned = await self._act_on(inp, decision, "rejected too often")
+                if replanned is not None:
+                    outcome = replanned
+                    break
+                rejections = 0
+        self._output = assert_outcome.output
         self._status = Status.COMPLETED
-        delivered = await self._release(inp.notify, outcome.output)
+        await self._note(inp, "completed", status=Status.COMPLETED if self._reviewed() else None,
+                         data={"to": self._people.reviewer or "", "summary":
+                               assert_outcome.output.summary})
+        delivered = await self._release(inp.notify, assert_outcome.output)
         return SubtaskResult(
             step_id=step.id,
             status=Status.COMPLETED,
-            output=outcome.output,
+            output=assert_outcome.output,
             delivered=delivered,
-            metrics=outcome.metrics,
+            metrics=assert_outcome.metrics,
         )
+
+    # -- work -----------------------------------------------------------------------------
+    async def _attempt(
+        self, inp: SubtaskInput, run: StepRun
+    ) -> tuple[StepOutcome | None, tuple[EscalationReason, str] | None]:
+        """Run the step once; return its outcome, or why it needs a manager."""
+        step = run.step
+        try:
+            if (self._assignee_is_manager and inp.org.depth < inp.org.max_depth
+                    and step.type in (StepType.SEARCH, StepType.WRITE)):
+                outcome = await self._delegate(inp, run)
+            else:
+                outcome = await self._with_deadline(inp, run)
+        except ActivityError as e:
+            if isinstance(e.cause, CancelledError):
+                raise asyncio.CancelledError from e  # recorded as CANCELLED by run()
+            cause = e.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            reason = (EscalationReason.BUDGET if kind == "BudgetExceeded"
+                      else EscalationReason.FAILED)
+            return None, (reason, failure_message(e))
+        except ChildWorkflowError as e:
+            if isinstance(e.cause, CancelledError):
+                raise asyncio.CancelledError from e
+            return None, (EscalationReason.FAILED, failure_message(e))
+        except DeadlinePassed as e:
+            return None, (EscalationReason.DEADLINE, str(e))
+        if not outcome.success:
+            return None, (EscalationReason.FAILED, outcome.error or "failed")
+        return outcome, None
+
+    async def _with_deadline(self, inp: SubtaskInput, run: StepRun) -> StepOutcome:
+        deadline = run.step.deadline
+        if deadline is None or self._deadline_waived:
+            return await self._execute(inp, run)
+        left = (deadline - workflow.now()).total_seconds()
+        try:
+            return await asyncio.wait_for(self._execute(inp, run), timeout=max(left, 0.001))
+        except TimeoutError:
+            self._deadline_waived = True  # whoever decides has seen it; do not trip again
+            when = deadline.strftime("%Y-%m-%d %H:%M")
+            raise DeadlinePassed(
+                f"step {run.step.id} passed its deadline {when} UTC") from None
+
+    async def _delegate(self, inp: SubtaskInput, run: StepRun) -> StepOutcome:
+        """A manager decomposes its subtask as a nested task of its own reports."""
+        step = run.step
+        self._progress(0.1, f"{self._people.assignee} decomposes it")
+        inputs = "\n".join(f"- {k}: {v.summary or v.output}" for k, v in run.inputs.items())
+        nested = TaskInput(
+            prompt=f"{step.title}\n{step.description}\n{inputs}".strip(),
+            title=step.title or step.id, assignee=self._people.assignee,
+            parent_subtask=run.subtask_id, depth=inp.org.depth + 1,
+            token_budget=inp.budgets.task_tokens,
+        )
+        return await self._nested(run.model_copy(update={"hold_for_review": self._reviewed()}),
+                                  nested, suffix="sub")
+
+    async def _nested(self, run: StepRun, task: TaskInput, *, suffix: str) -> StepOutcome:
+        self._nested_runs += 1
+        wid = f"{run.subtask_id}/{suffix}{self._nested_runs}"
+        result: TaskResult = await workflow.execute_child_workflow(
+            "TaskWorkflow", task, id=wid, result_type=TaskResult,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        )
+        outputs = {s.step_id: s.output for s in result.subtasks}
+        sinks = [s.step_id for s in result.subtasks
+                 if not any(s.step_id in o.dependencies for o in result.subtasks)]
+        value = outputs[sinks[0]] if len(sinks) == 1 else {k: outputs[k] for k in sinks}
+        outcome = await workflow.execute_activity_method(
+            SubtaskActivities.record_result,
+            RecordResultInput(run=run, output=value, summary=f"done by nested task {wid}",
+                              metrics=result.metrics),
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
+        )
+        outcome.metrics = result.metrics
+        return outcome
+
+    # -- people ----------------------------------------------------------------------------
+    def _reviewed(self) -> bool:
+        return (self._people.reviewer is not None
+                and self._people.review_policy is not ReviewPolicy.AUTO)
+
+    async def _acquire(self, inp: SubtaskInput) -> str | None:
+        """Get an agent with room (waiting QUEUED while there is none); return its id."""
+        if not inp.org.enabled:
+            return None
+        self._attempts += 1
+        while True:
+            got = await workflow.execute_activity_method(
+                OrgActivities.assign_subtask,
+                AssignInput(task_id=inp.task_id, subtask_id=workflow.info().workflow_id,
+                            attempt=self._attempts, required_skills=inp.step.skills,
+                            candidates=inp.org.candidates,
+                            preferred=self._preferred or inp.step.assignee,
+                            reviewer=inp.org.reviewer, score=inp.score),
+                start_to_close_timeout=policies.STORE_TIMEOUT,
+                retry_policy=policies.STORE_RETRY,
+            )
+            if not got.org:
+                return None
+            if got.agent_id is not None:
+                self._people = got.people
+                self._assignee_is_manager = got.is_manager
+                return got.agent_id
+            self._status, self._detail = Status.QUEUED, got.reason
+            self._slot_free = False
+            # Woken by a finishing subtask's slot; asked again anyway now and then.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._slot_free,
+                                              timeout=policies.QUEUE_RECHECK)
+
+    async def _free(self, inp: SubtaskInput) -> None:
+        if not inp.org.enabled or self._people.assignee is None:
+            return
+        await workflow.execute_activity_method(
+            OrgActivities.release_slot,
+            ReleaseInput(subtask_id=workflow.info().workflow_id, attempt=self._attempts),
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
+        )
+
+    async def _note(self, inp: SubtaskInput, kind: str, *, status: Status | None = None,
+                    waiting_for: str | None = None, data: dict[str, object] | None = None
+                    ) -> None:
+        if not inp.org.enabled:
+            return
+        self._notes += 1
+        me = workflow.info().workflow_id
+        await workflow.execute_activity_method(
+            OrgActivities.note_subtask,
+            NoteInput(task_id=inp.task_id, subtask_id=me, status=status,
+                      waiting_for=waiting_for, kind=kind, key=f"{me}:{kind}:{self._notes}",
+                      data=data or {}),
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
+        )
+
+    async def _record_failure(self, inp: SubtaskInput, error: str) -> None:
+        self._error, self._status = error, Status.FAILED
+        await workflow.execute_activity_method(
+            SubtaskActivities.fail_subtask,
+            FailSubtaskInput(task_id=inp.task_id, subtask_id=workflow.info().workflow_id,
+                             status=Status.FAILED, error=error),
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
+
+    # -- review ----------------------------------------------------------------------------
+    async def _review(self, inp: SubtaskInput, outcome: StepOutcome, round_no: int
+                      ) -> ReviewInput:
+        people = self._people
+        if not self._reviewed() or people.reviewer is None:
+            return ReviewInput(reviewer_id=people.reviewer or "auto", decision=Decision.APPROVE)
+        self._status, self._detail = Status.REVIEWING, f"waiting for {people.reviewer}"
+        self._round = round_no
+        await self._note(inp, "review_requested", status=Status.REVIEWING,
+                         waiting_for=people.reviewer, data={"round": round_no})
+        verdict: ReviewInput | None
+        if people.review_policy is ReviewPolicy.LLM:
+            verdict = await workflow.execute_activity_method(
+                OrgActivities.review_with_llm,
+                ReviewRequest(task_id=inp.task_id, subtask_id=workflow.info().workflow_id,
+                              reviewer_id=people.reviewer, round=round_no,
+                              output_preview=str(outcome.output.output)[:4000],
+                              description=f"{inp.step.title}\n{inp.step.description}"),
+                task_queue=inp.routing.llm_queue,
+                start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
+                retry_policy=policies.LLM_RETRY,
+            )
+        else:
+            self._awaiting_review = True
+            await workflow.wait_condition(lambda: self._verdict is not None)
+            self._awaiting_review = False
+            verdict, self._verdict = self._verdict, None
+        if verdict is None:  # the wait above only ends with one
+            raise ApplicationError("review ended without a verdict", non_retryable=True)
+        await self._note(inp, f"review_{verdict.decision.value}", data={
+            "round": round_no, "reviewer": verdict.reviewer_id, "feedback": verdict.feedback})
+        return verdict
+
+    @workflow.update(name="review")
+    async def review(self, verdict: ReviewInput) -> ReviewAck:
+        """Approve the result, or reject it with feedback (which reruns the step)."""
+        self._verdict = verdict
+        return ReviewAck(subtask_id=workflow.info().workflow_id, round=self._round,
+                         decision=verdict.decision)
+
+    @review.validator
+    def _check_review(self, verdict: ReviewInput) -> None:
+        if not self._awaiting_review or self._verdict is not None:
+            raise ValueError(f"{workflow.info().workflow_id} is not waiting for a review "
+                             f"(status {self._status})")
+        if verdict.reviewer_id != self._people.reviewer:
+            raise ValueError(f"only {self._people.reviewer} may review "
+                             f"{workflow.info().workflow_id}, not {verdict.reviewer_id}")
+
+    # -- escalation ------------------------------------------------------------------------
+    async def _escalate(self, inp: SubtaskInput, reason: EscalationReason, error: str
+                        ) -> ResolveEscalation | None:
+        """Climb the chain until someone decides; None when there is no chain at all."""
+        chain = self._people.escalation_chain
+        if not inp.org.enabled or not chain:
+            return None
+        self._escalations += 1
+        level = 0
+        while True:
+            holder = chain[level]
+            top = level == len(chain) - 1
+            esc = Escalation(
+                subtask_id=workflow.info().workflow_id, task_id=inp.task_id,
+                seq=self._escalations, reason=reason, error=error, holder=holder,
+                level=level, chain=chain, opened_at=workflow.now())
+            self._escalation = esc
+            self._status, self._detail = Status.BLOCKED, f"escalated to {holder}"
+            await workflow.execute_activity_method(
+                OrgActivities.record_escalation, EscalationRequest(escalation=esc),
+                start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
+            )
+            policy = self._people.policies.get(holder, ReviewPolicy.HUMAN)
+            decision: ResolveEscalation | None = None
+            if policy is ReviewPolicy.LLM:
+                decision = await workflow.execute_activity_method(
+                    OrgActivities.decide_escalation_with_llm,
+                    EscalationRequest(escalation=esc, description=f"{inp.step.title}\n"
+                                      f"{inp.step.description}"),
+                    task_queue=inp.routing.llm_queue,
+                    start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
+                    retry_policy=policies.LLM_RETRY,
+                )
+                if decision.action is Action.ESCALATE and top:
+                    decision = None  # the root's model passes: a person decides
+            elif policy is ReviewPolicy.AUTO and not top:
+                level += 1  # an 'auto' manager passes trouble up
+                continue
+            if decision is None:
+                try:
+                    await workflow.wait_condition(
+                        lambda: self._decision is not None,
+                        timeout=None if top else inp.org.escalation_timeout_s)
+                except TimeoutError:
+                    level += 1  # nobody answered: the next manager up
+                    continue
+                decision, self._decision = self._decision, None
+            if decision is None:
+                continue
+            if decision.action is Action.ESCALATE:
+                level = min(level + 1, len(chain) - 1)
+                continue
+            self._escalation = None
+            await workflow.execute_activity_method(
+                OrgActivities.close_escalation,
+                CloseEscalation(escalation_id=esc.id, decision=decision),
+                start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
+            )
+            return decision
+
+    async def _act_on(self, inp: SubtaskInput, decision: ResolveEscalation, error: str
+                      ) -> StepOutcome | None:
+        """Carry out a decision: None means work on the step again."""
+        self._detail = f"{decision.by} decided: {decision.action.value}"
+        if decision.action is Action.RETRY:
+            return None
+        if decision.action is Action.REASSIGN:
+            self._preferred = decision.assignee
+            return None
+        if decision.action is Action.SKIP:
+            await self._record_failure(inp, f"skipped by {decision.by}: {error}")
+            raise ApplicationError(f"step {inp.step.id} was skipped by {decision.by}",
+                                   type="Skipped", non_retryable=True)
+        # REPLAN: a new sub-plan replaces the step; its output is the step's output.
+        plan = decision.plan
+        if plan is None:  # the validator requires one
+            return None
+        run_id = workflow.info().workflow_id
+        self._status, self._detail = Status.RUNNING, f"running {decision.by}'s new plan"
+        task = TaskInput(plan=plan, title=f"replan of {inp.step.id}", parent_subtask=run_id,
+                         assignee=decision.by, depth=inp.org.depth + 1)
+        try:
+            return await self._nested(
+                StepRun(task_id=inp.task_id, subtask_id=run_id, step=inp.step), task,
+                suffix="replan")
+        except ChildWorkflowError as e:
+            if isinstance(e.cause, CancelledError):
+                raise asyncio.CancelledError from e
+            raise ApplicationError(f"the new plan for {inp.step.id} failed: "
+                                   f"{failure_message(e)}", type="SubtaskFailed",
+                                   non_retryable=True) from e
+
+    @workflow.update(name="resolve_escalation")
+    async def resolve_escalation(self, decision: ResolveEscalation) -> Escalation:
+        """Decide an open escalation: retry, reassign, replan, skip or escalate further."""
+        esc = self._escalation
+        self._decision = decision
+        if esc is None:  # the validator refuses this
+            raise ApplicationError("no open escalation")
+        return esc
+
+    @resolve_escalation.validator
+    def _check_decision(self, decision: ResolveEscalation) -> None:
+        esc = self._escalation
+        if esc is None or self._decision is not None:
+            raise ValueError(f"{workflow.info().workflow_id} has no open escalation")
+        allowed = esc.chain[esc.level:]
+        if decision.by not in allowed:
+            raise ValueError(f"{decision.by} cannot decide this escalation; it is held by "
+                             f"{esc.holder} (or above: {', '.join(allowed[1:]) or 'nobody'})")
+        if decision.action is Action.ESCALATE and esc.level == len(esc.chain) - 1:
+            raise ValueError(f"{esc.holder} is at the top: decide retry, reassign, replan "
+                             "or skip")
+
+    @workflow.query(name="escalation")
+    def open_escalation(self) -> Escalation | None:
+        return self._escalation
 
     def _progress(self, fraction: float, detail: str) -> None:
         self._fraction, self._detail = fraction, detail
@@ -209,6 +580,10 @@ class SubtaskWorkflow:
 
         results = await asyncio.gather(*(send(c) for c in notify))
         return [c for c in results if c is not None]
+
+
+class DeadlinePassed(Exception):
+    """The step's deadline passed while it ran (its work was cancelled)."""
 
 
 def child_id(task_id: str, step_id: str) -> str:

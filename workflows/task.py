@@ -15,7 +15,7 @@ import asyncio
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import Priority, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
     )
     from models.plan import Plan, PlanStep
+    from models.scheduling import priority_score, temporal_priority_key
     from models.task import Metrics, Status
     from workflows import policies
     from workflows.engine import add_metrics
@@ -79,7 +80,7 @@ class TaskWorkflow:
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskResult:
         task_id = workflow.info().workflow_id
-        if "/" in task_id:
+        if "/" in task_id and not inp.parent_subtask:
             raise ApplicationError(
                 f"task id {task_id!r} must not contain '/': subtask ids are "
                 "'<task-id>/<step-id>'", type="InvalidTaskId", non_retryable=True)
@@ -115,7 +116,8 @@ class TaskWorkflow:
                 split = await workflow.execute_activity_method(
                     LLMActivities.split_task,
                     SplitInput(task_id=task_id, prompt=inp.prompt, max_steps=begin.max_steps,
-                               token_budget=begin.budgets.task_tokens),
+                               token_budget=begin.budgets.task_tokens,
+                               manager_context=begin.manager_context),
                     task_queue=begin.routing.llm_queue,
                     start_to_close_timeout=policies.SPLIT_TIMEOUT,
                     retry_policy=policies.LLM_RETRY,
@@ -210,12 +212,29 @@ class _Dag:
         # Released by their only dependency; the others are started by the parent.
         self.direct = {s.id for s in plan.steps if len(s.deps) == 1}
         self.outputs: dict[str, StepOutput] = {}
+        now = workflow.now()
+        self.scores = {
+            s.id: priority_score(priority=s.priority, deadline=s.deadline, now=now,
+                                 is_subtask=True, blocks=len(self._below(s.id)))
+            for s in plan.steps
+        }
         self.handles: dict[
             str, workflow.ChildWorkflowHandle[SubtaskWorkflow, SubtaskResult]] = {}
         self.launched: set[str] = set()
         self.delivered: set[tuple[str, str]] = set()  # (dependency, dependent)
         self.tasks: list[asyncio.Task[None]] = []
         self.cancelling = False
+
+    def _below(self, step_id: str) -> set[str]:
+        """Every step that waits, directly or not, on `step_id`."""
+        seen: set[str] = set()
+        todo = list(self.dependents[step_id])
+        while todo:
+            d = todo.pop()
+            if d not in seen:
+                seen.add(d)
+                todo.extend(self.dependents[d])
+        return seen
 
     @property
     def views(self) -> dict[str, SubtaskView]:
@@ -293,6 +312,8 @@ class _Dag:
                 routing=self.routing,
                 budgets=self.begin.budgets,
                 max_turns=self.begin.max_turns,
+                org=self.begin.org,
+                score=self.scores[step_id],
                 inputs={d: self.outputs[d] for d in step.deps if d in self.outputs},
                 waiting_for=waiting,
                 notify=[child_id(self.task_id, d) for d in self.dependents[step_id]
@@ -303,6 +324,8 @@ class _Dag:
             task_timeout=policies.CHILD_TASK_TIMEOUT,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"{step.type.value}: {step.title or step.id}",
+            # Busy clusters serve urgent work first; the child's activities inherit it.
+            priority=Priority(priority_key=temporal_priority_key(self.scores[step_id])),
         )
 
     def _on_success(
