@@ -37,8 +37,10 @@ _ENTER_FROM: dict[Status, frozenset[Status]] = {
     S.PENDING: frozenset({S.BLOCKED, S.FAILED}),
     S.SPLITTING: frozenset({S.PENDING}),
     S.READY: frozenset({S.PENDING, S.SPLITTING, S.BLOCKED, S.FAILED}),
-    S.QUEUED: frozenset({S.PENDING, S.READY, S.ASSIGNED}),
-    S.ASSIGNED: frozenset({S.PENDING, S.READY, S.QUEUED}),
+    # Rework after a rejection, and a retry or reassignment after an escalation, go
+    # through assignment again.
+    S.QUEUED: frozenset({S.PENDING, S.READY, S.ASSIGNED, S.REVIEWING, S.FAILED, S.BLOCKED}),
+    S.ASSIGNED: frozenset({S.PENDING, S.READY, S.QUEUED, S.REVIEWING, S.FAILED, S.BLOCKED}),
     S.RUNNING: frozenset({S.PENDING, S.SPLITTING, S.READY, S.QUEUED, S.ASSIGNED, S.REVIEWING,
                           S.FAILED, S.BLOCKED}),
     S.REVIEWING: frozenset({S.RUNNING}),

@@ -32,6 +32,7 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self.refuse_json_schema = False
         self.default: Scripted | None = None
+        self.routes: list[tuple[str, list[Scripted]]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -61,12 +62,26 @@ class FakeLLM:
         with self._lock:
             self.replies.extend(r if isinstance(r, Scripted) else Scripted(r) for r in replies)
 
+    def script_for(self, match: str, *replies: Scripted | str) -> None:
+        """Queue replies for requests whose messages contain `match` (concurrent callers)."""
+        with self._lock:
+            self.routes.append(
+                (match, [r if isinstance(r, Scripted) else Scripted(r) for r in replies]))
+
     def reset(self) -> None:
         with self._lock:
             self.replies.clear()
             self.requests.clear()
+            self.routes.clear()
             self.refuse_json_schema = False
             self.default = None
+
+    def _routed(self, body: dict[str, Any]) -> Scripted | None:
+        text = "\n".join(str(m.get("content") or "") for m in body.get("messages", []))
+        for match, queue in self.routes:
+            if match in text and queue:
+                return queue.pop(0)
+        return None
 
     def _answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -75,7 +90,10 @@ class FakeLLM:
             if self.refuse_json_schema and fmt == "json_schema":
                 return 400, {"error": {"message": "response_format json_schema is not supported",
                                        "type": "invalid_request_error"}}
-            if self.replies:
+            routed = self._routed(body)
+            if routed is not None:
+                reply = routed
+            elif self.replies:
                 reply = self.replies.pop(0)
             elif self.default is not None:
                 reply = self.default

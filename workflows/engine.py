@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.agent import AgentActivities
@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from models.task import Metrics
     from models.tools import ToolCallInput, ToolCallResult
     from workflows import policies
-    from workflows.failures import failure_message
+    from workflows.failures import ACTIVITY_FAILURES, failure_message
 
 Progress = Callable[[float, str], None]
 
@@ -88,7 +88,7 @@ async def call_tool(inp: SubtaskInput, run: StepRun, turn: int,
                 ToolActivities.call_tool, tool_input, task_queue=inp.routing.tool_queue,
                 start_to_close_timeout=policies.TOOL_TIMEOUT, retry_policy=policies.TOOL_RETRY,
             )
-    except ActivityError as e:
+    except ACTIVITY_FAILURES as e:
         result = ToolCallResult(ok=False, error=failure_message(e), error_type="ToolFailed")
     if result.ref:
         # The model turn reads the whole output from the store; history needs no copy.

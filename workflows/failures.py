@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
+# What a failed activity raises in workflow code: ActivityError for a normal activity,
+# but a local activity that fails for good surfaces its ApplicationError directly.
+ACTIVITY_FAILURES = (ActivityError, ApplicationError)
+
 
 def failure_message(err: BaseException) -> str:
     """Return what went wrong in a failed activity or child, without the wrappers."""

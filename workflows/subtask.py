@@ -14,7 +14,6 @@ import contextlib
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import (
-    ActivityError,
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
@@ -59,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from models.task import Status, StepType, subtask_id
     from workflows import policies
     from workflows.engine import run_agent, run_code, write_and_run_code
-    from workflows.failures import failure_message
+    from workflows.failures import ACTIVITY_FAILURES, failure_message
 
 
 # A payload that does not validate fails the workflow (naming the field) instead of
@@ -215,10 +214,10 @@ class SubtaskWorkflow:
                 outcome = await self._delegate(inp, run)
             else:
                 outcome = await self._with_deadline(inp, run)
-        except ActivityError as e:
+        except ACTIVITY_FAILURES as e:
             if isinstance(e.cause, CancelledError):
                 raise asyncio.CancelledError from e  # recorded as CANCELLED by run()
-            cause = e.cause
+            cause = e if isinstance(e, ApplicationError) else e.cause
             kind = cause.type if isinstance(cause, ApplicationError) else None
             reason = (EscalationReason.BUDGET if kind == "BudgetExceeded"
                       else EscalationReason.FAILED)
@@ -480,8 +479,8 @@ class SubtaskWorkflow:
                          assignee=decision.by, depth=inp.org.depth + 1)
         try:
             return await self._nested(
-                StepRun(task_id=inp.task_id, subtask_id=run_id, step=inp.step), task,
-                suffix="replan")
+                StepRun(task_id=inp.task_id, subtask_id=run_id, step=inp.step,
+                        hold_for_review=self._reviewed()), task, suffix="replan")
         except ChildWorkflowError as e:
             if isinstance(e.cause, CancelledError):
                 raise asyncio.CancelledError from e
@@ -523,7 +522,7 @@ class SubtaskWorkflow:
         if step.type is StepType.TOOL:
             try:
                 return await self._tool(inp, run)
-            except ActivityError as first:
+            except ACTIVITY_FAILURES as first:
                 if not step.fallback_tool:
                     raise
                 self._progress(0.5, f"{step.tool} failed; trying {step.fallback_tool}")
@@ -533,7 +532,7 @@ class SubtaskWorkflow:
                 })
                 try:
                     return await self._tool(inp, run.model_copy(update={"step": fallback}))
-                except ActivityError as second:
+                except ACTIVITY_FAILURES as second:
                     raise ApplicationError(
                         f"tool {step.tool} failed ({failure_message(first)}), and so did "
                         f"fallback {step.fallback_tool} ({failure_message(second)})",

@@ -1,0 +1,168 @@
+"""The organization end to end: delegation down the chart, review rounds, escalation, replan.
+
+Everything is real (Temporal dev server, PostgreSQL, sandbox, MCP-less tools) except the
+LLM, which is scripted at its HTTP boundary. Reviews and escalation decisions are sent as
+Temporal updates, as a person would from the CLI or the Web UI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.org import OrgStore
+from activities.store import Store
+from models.io import TaskInput
+from models.org import load_org
+from models.review import Action, Decision, ResolveEscalation, ReviewInput
+from models.settings import Settings
+from models.task import Status
+from tests.conftest import make_settings, temporal_address
+from tests.fake_llm import FakeLLM, Scripted
+from tests.helpers import by_step, outcome, start_task
+from worker import Deps, build_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def human_org(tmp: Path) -> Path:
+    """The example org with every manager deciding by hand (a person answers updates)."""
+    text = (ROOT / "examples" / "org.yaml").read_text().replace(
+        "review_policy: llm", "review_policy: human")
+    path = tmp / "org.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest_asyncio.fixture
+async def org_worker(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    org_file = human_org(tmp_path)
+    await OrgStore(deps.pool).save_org(load_org(org_file))
+    settings = make_settings(tmp_path, database_url, llm.base_url, temporal_address(client),
+                             org_enabled=True)
+    async with contextlib.AsyncExitStack() as stack:
+        for w in build_workers(client, settings, deps):
+            await stack.enter_async_context(w)
+        yield settings
+
+
+def plan(*steps: dict[str, Any]) -> str:
+    return json.dumps({"steps": list(steps)})
+
+
+async def referee(client: Client, store: Store, task_id: str, *,
+                  reject_once: str, replan: dict[str, Any], log: list[str]) -> None:
+    """Play every human: approve reviews (reject `reject_once` the first time), and answer
+    escalations with `replan`."""
+    rejected = False
+    while True:
+        rows = await store.pool.fetch(
+            "SELECT id, reviewer FROM subtasks WHERE id LIKE $1 AND status = 'REVIEWING'",
+            f"{task_id}/%")
+        for r in rows:
+            step = r["id"].rsplit("/", 1)[-1]
+            reject = step == reject_once and not rejected
+            verdict = ReviewInput(
+                reviewer_id=r["reviewer"],
+                decision=Decision.REJECT if reject else Decision.APPROVE,
+                feedback="add the numbers" if reject else "")
+            with contextlib.suppress(WorkflowUpdateFailedError, RPCError):
+                await client.get_workflow_handle(r["id"]).execute_update("review", verdict)
+                rejected = rejected or reject
+                log.append(f"{verdict.decision.value} {r['id']} by {r['reviewer']}")
+        for e in await store.escalations():
+            if not e["subtask_id"].startswith(task_id + "/"):
+                continue
+            decision = ResolveEscalation(by=e["holder"], action=Action.REPLAN, plan=replan,
+                                         note="use the backup source")
+            with contextlib.suppress(WorkflowUpdateFailedError, RPCError):
+                await client.get_workflow_handle(e["subtask_id"]).execute_update(
+                    "resolve_escalation", decision)
+                log.append(f"replan {e['subtask_id']} by {e['holder']}")
+        await asyncio.sleep(0.2)
+
+
+async def test_delegation_review_and_escalation_through_the_example_org(
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps
+) -> None:
+    llm.script_for("Compare the numbers with the facts", Scripted(plan(
+        {"id": "analysis", "type": "write", "title": "Crunch the numbers",
+         "description": "numbers work", "skills": ["python", "data"],
+         "assignee": "eng-lead"},
+        {"id": "facts", "type": "search", "title": "Gather facts", "description": "facts work",
+         "skills": ["search"], "assignee": "research-lead"},
+        {"id": "report", "type": "write", "title": "Write the report",
+         "description": "report work", "deps": ["analysis", "facts"],
+         "skills": ["writing"], "assignee": "research-lead"})))
+    llm.script_for("numbers work", Scripted(plan(
+        {"id": "crunch", "type": "code", "code": "print(sum(range(10)))",
+         "skills": ["data"], "assignee": "data-eng"})))
+    llm.script_for("facts work", Scripted(plan(
+        {"id": "lookup", "type": "tool", "tool": "fail", "args": {"message": "source down"},
+         "skills": ["search"], "assignee": "searcher"})))
+    llm.script_for("report work", Scripted(plan(
+        {"id": "draft", "type": "write", "description": "draft it", "skills": ["writing"],
+         "assignee": "writer"})))
+    llm.script_for("add the numbers", "Report v2: the sum is 45.")
+    llm.script_for("draft it", "Report v1.")
+
+    store = Store(deps.pool)
+    handle = await start_task(client, org_worker, TaskInput(
+        prompt="Compare the numbers with the facts and report", creator="alice"))
+    log: list[str] = []
+    backup = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
+                         "args": {"value": "facts from the backup"}}]}
+    bot = asyncio.create_task(referee(client, store, handle.id, reject_once="draft",
+                                      replan=backup, log=log))
+    try:
+        result = await asyncio.wait_for(outcome(handle), timeout=90)
+    finally:
+        bot.cancel()
+    assert result.status is Status.COMPLETED, (result.error, log)
+    t = handle.id
+    steps = by_step(result)
+    assert steps["report"].output == "Report v2: the sum is 45."
+
+    # Delegation two levels deep: the root's step went to a manager, whose own split
+    # gave the work to a worker.
+    rows = {r["id"]: r for r in await deps.pool.fetch(
+        "SELECT id, status, assignee, reviewer FROM subtasks WHERE id LIKE $1", f"{t}/%")}
+    assert rows[f"{t}/analysis"]["assignee"] == "eng-lead"
+    assert rows[f"{t}/analysis/sub1/crunch"]["assignee"] == "data-eng"
+    assert rows[f"{t}/analysis/sub1/crunch"]["reviewer"] == "eng-lead"
+    assert rows[f"{t}/report/sub1/draft"]["assignee"] == "writer"
+    nested = await deps.pool.fetch(
+        "SELECT id, parent_subtask, assignee FROM tasks WHERE id LIKE $1", f"{t}/%")
+    assert {r["id"]: r["parent_subtask"] for r in nested}[f"{t}/analysis/sub1"] == \
+        f"{t}/analysis"
+    assert all(r["status"] == "COMPLETED" for r in rows.values()), rows
+
+    # A reviewer rejected the draft once and approved the rework.
+    assert f"reject {t}/report/sub1/draft by research-lead" in log
+    events = await store.events(t)  # events of the top task only
+    assert events is not None
+    draft_events = [e["kind"] for e in await deps.pool.fetch(
+        "SELECT kind FROM events WHERE subtask_id = $1 ORDER BY created_at",
+        f"{t}/report/sub1/draft")]
+    assert draft_events.count("review_reject") == 1
+    assert draft_events.count("review_approve") == 1
+
+    # The failing lookup escalated to its manager, was replanned, and completed.
+    escalations = await store.escalations(only_open=False)
+    mine = [e for e in escalations if e["subtask_id"] == f"{t}/facts/sub1/lookup"]
+    assert len(mine) == 1
+    assert mine[0]["holder"] == "research-lead"
+    assert mine[0]["status"] == "resolved"
+    assert mine[0]["decision"]["action"] == "replan"
+    assert rows[f"{t}/facts/sub1/lookup"]["status"] == "COMPLETED"
+    assert await store.get_output(f"{t}/facts/sub1/lookup") == "facts from the backup"
