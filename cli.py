@@ -38,6 +38,7 @@ from rich.tree import Tree
 from temporalio.client import (
     Client,
     WorkflowFailureError,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -48,7 +49,7 @@ from temporalio.service import RPCError
 import starter
 from activities.db import create_pool, resolve_dsn
 from activities.store import NotFound, Store
-from models.io import SubtaskView, TaskResult
+from models.io import Progress, SubtaskView, TaskResult
 from models.plan import InvalidPlan, load_plan_file
 from models.review import (
     Action,
@@ -242,6 +243,7 @@ async def load_tree(store: Store, task_id: str, *, seen: set[str] | None = None
         " ORDER BY created_at, id",
         [r["id"] for r in subtasks],
     )
+    node["live"] = None
     node["tokens"] = sum(usage.values())
     node["total_tokens"] = node["tokens"]
     node["subtasks"] = []
@@ -262,36 +264,57 @@ async def load_tree(store: Store, task_id: str, *, seen: set[str] | None = None
 
 
 async def add_live_progress(client: Client, node: dict[str, Any]) -> None:
-    """Ask each unfinished subtask's workflow how far it is (best effort, in parallel)."""
-    pending: list[dict[str, Any]] = []
+    """Ask the unfinished workflows of the tree how far they are (best effort, in parallel).
+
+    A task's own `progress` query answers at once; a subtask's may wait while its workflow
+    task is held open (a local activity running), so it only adds detail when it is quick.
+    """
+    tasks: list[dict[str, Any]] = []
+    subtasks: list[dict[str, Any]] = []
 
     def walk(task: dict[str, Any]) -> None:
+        if task["status"] not in _TERMINAL:
+            tasks.append(task)
         for sub in task["subtasks"]:
             if task["status"] not in _TERMINAL and sub["status"] not in _TERMINAL:
-                pending.append(sub)
+                subtasks.append(sub)
             for child in sub["tasks"]:
                 walk(child)
 
     walk(node)
+    wait = timedelta(seconds=2)
 
-    async def ask(sub: dict[str, Any]) -> None:
+    async def ask(workflow_id: str, result_type: type[BaseModel]) -> Any:
         try:
-            view = await client.get_workflow_handle(sub["id"]).query(
-                "progress", result_type=SubtaskView, rpc_timeout=timedelta(seconds=2))
-        except (RPCError, WorkflowFailureError, ApplicationError, TimeoutError):
-            return  # not started yet, or already gone: the stored row is all there is
-        sub["live"] = {"status": view.status.value, "progress": view.progress,
-                       "detail": view.detail}
+            return await asyncio.wait_for(
+                client.get_workflow_handle(workflow_id).query(
+                    "progress", result_type=result_type, rpc_timeout=wait),
+                timeout=wait.total_seconds() + 0.5)
+        except (RPCError, WorkflowQueryFailedError, TimeoutError):
+            return None  # not started yet, gone, or busy: the stored rows are all there is
 
-    await asyncio.gather(*(ask(sub) for sub in pending))
+    progresses: list[Progress | None] = await asyncio.gather(
+        *(ask(t["id"], Progress) for t in tasks))
+    views: list[SubtaskView | None] = await asyncio.gather(
+        *(ask(s["id"], SubtaskView) for s in subtasks))
+    from_parents = {v.id: v for p in progresses if p is not None for v in p.subtasks}
+    for task, progress in zip(tasks, progresses, strict=True):
+        if progress is not None:
+            task["live"] = {"status": progress.status.value, "counts": progress.counts}
+    for sub, own in zip(subtasks, views, strict=True):
+        view = own or from_parents.get(sub["id"])
+        if view is not None:
+            sub["live"] = {"status": view.status.value, "progress": view.progress,
+                           "detail": view.detail}
 
 
 def _task_label(task: dict[str, Any]) -> str:
+    status = (task.get("live") or {}).get("status") or task["status"]
     who = f"  @{escape(task['assignee'])}" if task.get("assignee") else ""
     title = f"  {_cut(task['title'], 60)}" if task.get("title") else ""
     tokens = f"  {task['total_tokens']} tokens" if task["total_tokens"] else ""
     error = f"\n[red]{_cut(task['error'], 100)}[/]" if task.get("error") else ""
-    return f"[bold]{escape(task['id'])}[/] {_status(task['status'])}{who}{title}{tokens}{error}"
+    return f"[bold]{escape(task['id'])}[/] {_status(status)}{who}{title}{tokens}{error}"
 
 
 def _subtask_label(sub: dict[str, Any]) -> str:

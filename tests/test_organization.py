@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -27,7 +28,7 @@ from models.settings import Settings
 from models.task import Status
 from tests.conftest import make_settings, temporal_address
 from tests.fake_llm import FakeLLM, Scripted
-from tests.helpers import by_step, outcome, start_task
+from tests.helpers import by_step, outcome, plan_of, start_task
 from worker import Deps, build_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,3 +167,99 @@ async def test_delegation_review_and_escalation_through_the_example_org(
     assert mine[0]["decision"]["action"] == "replan"
     assert rows[f"{t}/facts/sub1/lookup"]["status"] == "COMPLETED"
     assert await store.get_output(f"{t}/facts/sub1/lookup") == "facts from the backup"
+
+
+async def wait_for_status(store: Store, sub_id: str, status: str) -> None:
+    for _ in range(200):
+        row = await store.pool.fetchrow("SELECT status FROM subtasks WHERE id = $1", sub_id)
+        if row and row["status"] == status:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{sub_id} never reached {status}")
+
+
+async def test_review_by_anyone_but_the_assigned_reviewer_is_refused_before_history(
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps
+) -> None:
+    llm.script_for("draft a note", "A note.")
+    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
+        {"id": "note", "type": "write", "description": "draft a note", "assignee": "writer"}),
+        assignee="research-lead"))
+    sub = f"{handle.id}/note"
+    await wait_for_status(Store(deps.pool), sub, "REVIEWING")
+    child = client.get_workflow_handle(sub)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await child.execute_update("review", ReviewInput(
+            reviewer_id="ceo", decision=Decision.APPROVE))
+    assert "only research-lead may review" in str(refused.value.cause)
+    with pytest.raises(WorkflowUpdateFailedError):
+        await child.execute_update("review", {"reviewer_id": "research-lead",
+                                              "decision": "maybe"})
+    history = await child.fetch_history()
+    assert not any(e.workflow_execution_update_accepted_event_attributes.accepted_request_message_id
+                   for e in history.events)
+    await child.execute_update("review", ReviewInput(
+        reviewer_id="research-lead", decision=Decision.APPROVE))
+    result = await outcome(handle)
+    assert result.status is Status.COMPLETED, result.error
+
+
+async def test_manager_with_llm_policy_reviews_with_its_model(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    await OrgStore(deps.pool).save_org(load_org(ROOT / "examples" / "org.yaml"))
+    settings = make_settings(tmp_path, database_url, llm.base_url, temporal_address(client),
+                             org_enabled=True)
+    llm.script_for("Result (round 2)", json.dumps({"decision": "approve"}))
+    llm.script_for("review a teammate", json.dumps(
+        {"decision": "reject", "feedback": "cite more sources"}))
+    llm.script_for("more sources", "Found three sources.")
+    llm.script_for("find sources", "Found one source.")
+    async with contextlib.AsyncExitStack() as stack:
+        for w in build_workers(client, settings, deps):
+            await stack.enter_async_context(w)
+        result = await outcome(await start_task(client, settings, TaskInput(
+            plan=plan_of({"id": "hunt", "type": "search", "description": "find sources",
+                                "assignee": "searcher"}),
+            assignee="research-lead")))
+    assert result.status is Status.COMPLETED, result.error
+    assert by_step(result)["hunt"].output == "Found three sources."
+    kinds = [r["kind"] for r in await deps.pool.fetch(
+        "SELECT kind FROM events WHERE subtask_id = $1 ORDER BY created_at",
+        f"{result.task_id}/hunt")]
+    assert kinds.count("review_reject") == 1
+    assert kinds.count("review_approve") == 1
+
+
+async def test_work_waits_queued_until_its_agent_has_room(
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps
+) -> None:
+    # The writer has capacity 1: two notes for the writer run one after the other.
+    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
+        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
+         "assignee": "writer"},
+        {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
+         "assignee": "writer"}), assignee="research-lead"))
+    store = Store(deps.pool)
+    seen_queued = False
+    for _ in range(100):
+        rows = await store.pool.fetch(
+            "SELECT status, waiting_for FROM subtasks WHERE task_id = $1", handle.id)
+        if any(r["status"] == "QUEUED" and "writer" in (r["waiting_for"] or "") for r in rows):
+            seen_queued = True
+            break
+        await asyncio.sleep(0.05)
+    assert seen_queued
+    # Reviews by research-lead (human) are approved as they come.
+    bot = asyncio.create_task(referee(client, store, handle.id, reject_once="",
+                                      replan={"steps": []}, log=[]))
+    try:
+        result = await asyncio.wait_for(outcome(handle), timeout=30)
+    finally:
+        bot.cancel()
+    assert result.status is Status.COMPLETED, result.error
+    spans = await store.pool.fetch(
+        "SELECT started_at, finished_at FROM assignments WHERE task_id = $1 "
+        "AND agent_id = 'writer' ORDER BY started_at", handle.id)
+    assert len(spans) == 2
+    assert spans[0]["finished_at"] <= spans[1]["started_at"]  # never two at once
