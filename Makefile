@@ -27,6 +27,8 @@ stop:
 	bash scripts/demo.sh stop
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -35,4 +37,6 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/dag.py
-	$(BIN)/python bench/sandbox.py
+	$(BIN)/python -m bench.sandbox
+	$(BIN)/python -m bench.tokens
+	$(BIN)/python bench/tools.py

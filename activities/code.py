@@ -85,7 +85,7 @@ class CodeActivities:
                 raise SandboxInfraError(f"could not bind inputs: {setup.error}")
             cells: list[CellResult] = []
             for code in run.step.cells:
-                cells.append(await session.run_cell(code))
+                cells.append(await session.run_cell(code, on_output=_report_line))
                 if cells[-1].error is not None or cells[-1].timed_out:
                     break
             cell = _merge(cells)
@@ -160,6 +160,11 @@ def _merge(cells: list[CellResult]) -> CellResult:
         merged.stderr_truncated = merged.stderr_truncated or c.stderr_truncated
         merged.duration_ms += c.duration_ms
     return merged
+
+
+def _report_line(stream: str, line: str) -> None:
+    # Heartbeat details show the latest output line in the Web UI (throttled by the SDK).
+    activity.heartbeat({"stream": stream, "line": line[:200]})
 
 
 async def _heartbeat_forever() -> None:

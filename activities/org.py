@@ -458,6 +458,9 @@ class OrgActivities:
     async def release_slot(self, inp: ReleaseInput) -> list[str]:
         """Free the subtask's slot and wake the queued subtasks that now have room."""
         await self.org.finish(_slot_key(inp.subtask_id, inp.attempt))
+        # Pending work moves off overloaded agents before the freed slots are handed out.
+        for move in await self.org.rebalance():
+            activity.logger.info("rebalanced %s: %s", move.item_id, move.reason)
         promoted = await self.org.promote_queued()
         woken = []
         for a in promoted:

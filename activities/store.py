@@ -151,6 +151,18 @@ class Store:
             )
         await self.set_task_status(task_id, Status.RUNNING, at=started_at)
 
+    async def set_task_people(
+        self, task_id: str, *, assignee: str | None, reviewer: str | None
+    ) -> None:
+        """Record who a task was given to (and who reviews it) once that is resolved."""
+        await self.pool.execute(
+            """
+            UPDATE tasks SET assignee = coalesce($2, assignee),
+                reviewer = coalesce($3, reviewer), updated_at = now() WHERE id = $1
+            """,
+            task_id, assignee, reviewer,
+        )
+
     async def finish_task(self, result: TaskResult, *, completed_at: datetime) -> None:
         """Record a task's final status and result, and the final status of every step."""
         async with self.pool.acquire() as conn, conn.transaction():

@@ -92,6 +92,8 @@ class TaskActivities:
                 skills |= chart.skills_of(below.id)
             kind = "manager" if chart.is_manager(a.id) else "worker"
             lines.append(f"- {a.id} ({a.role or kind}, {kind}): {', '.join(sorted(skills))}")
+        await self.store.set_task_people(inp.task_id, assignee=assignee,
+                                         reviewer=task.reviewer)
         policy = self.org_defaults.model_copy(update={
             "enabled": True, "candidates": [a.id for a in reports],
             "reviewer": task.reviewer, "depth": task.depth,

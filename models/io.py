@@ -200,6 +200,7 @@ class TaskResult(BaseModel):
 class Progress(BaseModel):
     task_id: str
     status: Status
+    percent: float = Field(0.0, description="done of the whole, steps weighted equally")
     counts: dict[str, int] = Field(default_factory=dict)
     subtasks: list[SubtaskView] = Field(default_factory=list)
     error: str | None = None

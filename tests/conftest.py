@@ -120,7 +120,7 @@ def llm(fake_llm: FakeLLM) -> FakeLLM:
     return fake_llm
 
 
-def test_tools() -> ToolRegistry:
+def tool_registry_for_tests() -> ToolRegistry:
     """The built-in tools plus a few whose behaviour the tests need."""
     registry = builtin_tools()
 
@@ -160,7 +160,7 @@ async def deps(
 ) -> AsyncIterator[Deps]:
     settings = make_settings(tmp_path_factory.mktemp("state"), database_url,
                              fake_llm.base_url, "unused:0")
-    async with open_deps(settings, registry=test_tools()) as d:
+    async with open_deps(settings, registry=tool_registry_for_tests()) as d:
         yield d
 
 

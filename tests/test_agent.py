@@ -21,7 +21,7 @@ from models.io import TaskInput
 from models.settings import Settings
 from models.task import Status
 from models.usage import Price
-from tests.conftest import make_settings, temporal_address, test_tools
+from tests.conftest import make_settings, temporal_address, tool_registry_for_tests
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_mcp import TIME_SERVER
@@ -195,7 +195,7 @@ async def test_prompt_with_mcp_time_tool_and_model_written_code_completes_with_e
     llm.script(Scripted(json.dumps(plan), prompt_tokens=120, completion_tokens=40),
                Scripted("```python\nprint('zone:', inputs['now']['timezone'])\n```",
                         prompt_tokens=200, completion_tokens=30))
-    toolbox = await open_toolbox(test_tools(), tools_file)
+    toolbox = await open_toolbox(tool_registry_for_tests(), tools_file)
     priced = dataclasses.replace(deps, registry=toolbox,
                                  prices={"fake-model": Price(input=3, output=15)})
     try:

@@ -69,9 +69,12 @@ class TaskWorkflow:
         counts: dict[str, int] = {}
         for v in self._views.values():
             counts[v.status.value] = counts.get(v.status.value, 0) + 1
+        done = [1.0 if v.status is Status.COMPLETED else v.progress
+                for v in self._views.values()]
         return Progress(
             task_id=workflow.info().workflow_id,
             status=self._status,
+            percent=round(100 * sum(done) / len(done), 1) if done else 0.0,
             counts=counts,
             subtasks=list(self._views.values()),
             error=self._error,
