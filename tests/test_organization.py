@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,33 @@ async def test_work_waits_queued_until_its_agent_has_room(
         "AND agent_id = 'writer' ORDER BY started_at", handle.id)
     assert len(spans) == 2
     assert spans[0]["finished_at"] <= spans[1]["started_at"]  # never two at once
+
+
+async def test_step_past_its_deadline_escalates_and_the_manager_skips_it(
+    client: Client, org_worker: Settings, deps: Deps
+) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
+        {"id": "slow", "type": "tool", "tool": "sleep", "args": {"seconds": 60},
+         "assignee": "writer", "deadline": soon},
+        {"id": "after", "type": "tool", "tool": "echo", "deps": ["slow"],
+         "args": {"value": 1}}), assignee="research-lead"))
+    sub = f"{handle.id}/slow"
+    store = Store(deps.pool)
+    await wait_for_status(store, sub, "BLOCKED")
+    [esc] = [e for e in await store.escalations() if e["subtask_id"] == sub]
+    assert esc["reason"] == "deadline"
+    assert esc["holder"] == "research-lead"
+    row = await store.pool.fetchrow("SELECT waiting_for FROM subtasks WHERE id = $1", sub)
+    assert "research-lead" in row["waiting_for"]
+    await client.get_workflow_handle(sub).execute_update("resolve_escalation", ResolveEscalation(
+        by="research-lead", action=Action.SKIP, note="too late to matter"))
+    result = await asyncio.wait_for(outcome(handle), timeout=20)
+    assert result.status is Status.FAILED
+    steps = by_step(result)
+    assert "skipped by research-lead" in (steps["slow"].error or "")
+    assert steps["after"].status is Status.BLOCKED
+    # The skipped step gave its slot back.
+    free = await store.pool.fetchval(
+        "SELECT count(*) FROM assignments WHERE task_id = $1 AND state = 'running'", handle.id)
+    assert free == 0

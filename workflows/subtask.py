@@ -237,13 +237,20 @@ class SubtaskWorkflow:
         if deadline is None or self._deadline_waived:
             return await self._execute(inp, run)
         left = (deadline - workflow.now()).total_seconds()
+        work = asyncio.create_task(self._execute(inp, run))
         try:
-            return await asyncio.wait_for(self._execute(inp, run), timeout=max(left, 0.001))
+            await workflow.wait_condition(work.done, timeout=max(left, 0.001))
         except TimeoutError:
+            work.cancel()
+            # The cancelled work ends in a cancellation error of its own; the deadline is
+            # what happened.
+            with contextlib.suppress(asyncio.CancelledError, *ACTIVITY_FAILURES):
+                await work
             self._deadline_waived = True  # whoever decides has seen it; do not trip again
-            when = deadline.strftime("%Y-%m-%d %H:%M")
+            when = deadline.strftime("%Y-%m-%d %H:%M:%S")
             raise DeadlinePassed(
                 f"step {run.step.id} passed its deadline {when} UTC") from None
+        return await work
 
     async def _delegate(self, inp: SubtaskInput, run: StepRun) -> StepOutcome:
         """A manager decomposes its subtask as a nested task of its own reports."""
