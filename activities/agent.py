@@ -57,6 +57,11 @@ variable named `result`. Reply with the code only, in one ```python fenced block
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
 
+def root_task(task_id: str) -> str:
+    """Return the top task of a (possibly nested) task id: the part before the first '/'."""
+    return task_id.split("/", 1)[0]
+
+
 def model_tool_name(name: str) -> str:
     """Return a tool name as OpenAI accepts it ([A-Za-z0-9_-]): dots become '__'."""
     return name.replace(".", "__")
@@ -101,7 +106,8 @@ class AgentActivities:
     async def check_budgets(self, run: StepRun, budgets: Budgets, more: int = 0) -> None:
         """Raise BudgetExceeded if `more` tokens would pass the task's or subtask's budget."""
         if budgets.task_tokens is not None:
-            used = await self.store.tokens_used(run.task_id)
+            # A nested task (a manager's decomposition) spends from its root's budget.
+            used = await self.store.tokens_used(root_task(run.task_id))
             Budget(max_tokens=budgets.task_tokens, scope="task").check(used, more)
         if budgets.subtask_tokens is not None:
             used = await self.store.tokens_used(run.task_id, run.subtask_id)
@@ -204,7 +210,7 @@ class AgentActivities:
         tools, names = ([], {}) if last_turn else await self._tool_definitions()
         reply, metrics = await self._call(
             run, inp.budgets, messages, tools=tools or None,
-            key=f"{run.subtask_id}/turn/{inp.turn}", purpose="agent",
+            key=f"{run.subtask_id}/r{run.round}/turn/{inp.turn}", purpose="agent",
         )
         assistant: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
         if reply.tool_calls:
@@ -242,7 +248,7 @@ class AgentActivities:
             ]
         reply, metrics = await self._call(
             run, inp.budgets, messages, tools=None,
-            key=f"{run.subtask_id}/code/{len(inp.attempts)}", purpose="code",
+            key=f"{run.subtask_id}/r{run.round}/code/{len(inp.attempts)}", purpose="code",
         )
         code = extract_code(reply.text)
         if not code:

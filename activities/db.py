@@ -180,7 +180,8 @@ MIGRATIONS: list[str] = [
         holder text NOT NULL,
         level integer NOT NULL DEFAULT 0,
         chain text[] NOT NULL DEFAULT '{}',
-        status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+        status text NOT NULL DEFAULT 'open'
+            CHECK (status IN ('open', 'resolved', 'cancelled')),
         decision jsonb,
         opened_at timestamptz NOT NULL DEFAULT now(),
         resolved_at timestamptz

@@ -192,7 +192,7 @@ class LLMActivities:
         errors: list[str] = []
         budget = Budget(max_tokens=inp.token_budget, scope="task")
         for round_no in (1, 2):
-            budget.check(await self.store.tokens_used(inp.task_id),
+            budget.check(await self.store.tokens_used(inp.task_id.split("/", 1)[0]),
                          count_messages(messages, llm.model))
             reply = await llm.complete(messages, schema=Plan.model_json_schema())
             key = f"{info.workflow_id}/{info.activity_id}/{info.attempt}/{round_no}"

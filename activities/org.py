@@ -461,17 +461,24 @@ class OrgActivities:
         # Pending work moves off overloaded agents before the freed slots are handed out.
         for move in await self.org.rebalance():
             activity.logger.info("rebalanced %s: %s", move.item_id, move.reason)
-        promoted = await self.org.promote_queued()
-        woken = []
-        for a in promoted:
-            workflow_id = a.subtask_id.split("#", 1)[0]
-            if self.client is not None:
-                try:
-                    await self.client.get_workflow_handle(workflow_id).signal("slot_free")
-                except RPCError as e:  # gone; it asks again when its timer fires
-                    activity.logger.info("could not wake %s: %s", workflow_id, e)
-                    continue
-            woken.append(workflow_id)
+        woken: list[str] = []
+        for _ in range(10):  # bounded: each round frees at least one slot of a gone workflow
+            gone = False
+            for a in await self.org.promote_queued():
+                workflow_id = a.subtask_id.split("#", 1)[0]
+                if self.client is not None:
+                    try:
+                        await self.client.get_workflow_handle(workflow_id).signal("slot_free")
+                    except RPCError as e:
+                        # Closed or gone: its slot must not stay taken for ever.
+                        activity.logger.info("could not wake %s (%s); freeing its slot",
+                                             workflow_id, e.status)
+                        await self.org.finish(a.subtask_id)
+                        gone = True
+                        continue
+                woken.append(workflow_id)
+            if not gone:
+                break
         return woken
 
     @activity.defn(name="note_subtask")
@@ -497,8 +504,9 @@ class OrgActivities:
 
     @activity.defn(name="close_escalation")
     async def close_escalation(self, inp: CloseEscalation) -> None:
-        await self.store.resolve_escalation(inp.escalation_id,
-                                            inp.decision.model_dump(mode="json"))
+        """Mark an escalation resolved (with the decision) or cancelled (nobody decided)."""
+        decision = inp.decision.model_dump(mode="json") if inp.decision else None
+        await self.store.resolve_escalation(inp.escalation_id, decision, status=inp.status)
 
     def _require_llm(self) -> LLM:
         if self.llm is None:
@@ -516,7 +524,7 @@ class OrgActivities:
             {"role": "user", "content": f"# Step\n{inp.description}\n\n# Result (round "
                                         f"{inp.round + 1})\n{inp.output_preview}"},
         ], schema=_VERDICT_SCHEMA)
-        await self._usage(inp.task_id, inp.subtask_id, f"{inp.subtask_id}/review/{inp.round}",
+        await self._usage(inp.task_id, inp.subtask_id, f"{inp.subtask_id}/review/{inp.seq}",
                           reply, "review")
         try:
             data = extract_json(reply.text)

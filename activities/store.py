@@ -287,14 +287,17 @@ class Store:
             esc_id, task_id, subtask, reason, error, holder, level, chain,
         )
 
-    async def resolve_escalation(self, esc_id: str, decision: dict[str, Any]) -> None:
+    async def resolve_escalation(
+        self, esc_id: str, decision: dict[str, Any] | None, *, status: str = "resolved"
+    ) -> None:
+        """Close an open escalation: resolved with a decision, or cancelled."""
         await self.pool.execute(
             """
-            UPDATE escalations SET status = 'resolved', decision = $2,
+            UPDATE escalations SET status = $3, decision = coalesce($2, decision),
                 resolved_at = coalesce(resolved_at, now())
-            WHERE id = $1
+            WHERE id = $1 AND status = 'open'
             """,
-            esc_id, decision,
+            esc_id, decision, status,
         )
 
     async def escalations(self, *, only_open: bool = True) -> list[dict[str, Any]]:
@@ -388,11 +391,12 @@ class Store:
         )
 
     async def tokens_used(self, task_id: str, subtask: str | None = None) -> int:
-        """Return the tokens a task (or one of its subtasks) has spent so far."""
+        """Return the tokens a task and its nested tasks (or one subtask) have spent."""
         value = await self.pool.fetchval(
             """
             SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage
-            WHERE task_id = $1 AND ($2::text IS NULL OR subtask_id = $2)
+            WHERE (task_id = $1 OR task_id LIKE $1 || '/%')
+              AND ($2::text IS NULL OR subtask_id = $2)
             """,
             task_id, subtask,
         )
@@ -404,7 +408,7 @@ class Store:
             SELECT coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
                    coalesce(sum(completion_tokens), 0) AS completion_tokens,
                    coalesce(sum(cost_usd), 0) AS cost_usd
-            FROM usage WHERE task_id = $1
+            FROM usage WHERE task_id = $1 OR task_id LIKE $1 || '/%'
             """,
             task_id,
         )

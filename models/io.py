@@ -151,6 +151,8 @@ class StepRun(BaseModel):
     feedback: list[str] = Field(default_factory=list, description="reviewers' rejections")
     hold_for_review: bool = Field(False, description="finish as REVIEWING, not COMPLETED")
     agent_id: str | None = None
+    round: int = Field(0, ge=0, description="round of work (reruns after a review or an "
+                       "escalation); keys usage and tool outputs apart")
 
 
 class StepOutcome(BaseModel):

@@ -131,7 +131,8 @@ class ReleaseInput(BaseModel):
 
 class CloseEscalation(BaseModel):
     escalation_id: str
-    decision: ResolveEscalation
+    decision: ResolveEscalation | None = None
+    status: str = Field("resolved", pattern="^(resolved|cancelled)$")
 
 
 class ReviewRequest(BaseModel):
@@ -139,6 +140,7 @@ class ReviewRequest(BaseModel):
     subtask_id: str
     reviewer_id: str
     round: int
+    seq: int = Field(0, description="counts every review of the subtask; keys its usage")
     output_preview: str
     description: str = ""
 

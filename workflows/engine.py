@@ -75,7 +75,7 @@ async def call_tool(inp: SubtaskInput, run: StepRun, turn: int,
         result = ToolCallResult(ok=False, error=call.args_error, error_type="BadToolArguments")
         return ToolReply(call_id=call.call_id, name=call.name, result=result)
     tool_input = ToolCallInput(task_id=run.task_id, subtask_id=run.subtask_id,
-                               call_id=f"{turn}-{call.call_id}", name=call.name,
+                               call_id=f"r{run.round}-{turn}-{call.call_id}", name=call.name,
                                args=call.args, return_errors=True)
     try:
         if inp.routing.local_tools:

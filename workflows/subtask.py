@@ -14,6 +14,7 @@ import contextlib
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import (
+    ActivityError,
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
@@ -80,6 +81,9 @@ class SubtaskWorkflow:
         self._assignee_is_manager = False
         self._preferred: str | None = None
         self._attempts = 0
+        self._freed = 0
+        self._rounds = 0
+        self._reviews = 0
         self._notes = 0
         self._escalations = 0
         self._nested_runs = 0
@@ -125,19 +129,49 @@ class SubtaskWorkflow:
         try:
             return await self._run(inp)
         except asyncio.CancelledError:
-            # A child still waiting for its dependencies records nothing: the parent
-            # decides whether it is BLOCKED or CANCELLED.
-            if self._status is Status.RUNNING:
-                self._status, self._error = Status.CANCELLED, "cancelled"
-                await workflow.execute_activity_method(
-                    SubtaskActivities.fail_subtask,
-                    FailSubtaskInput(task_id=inp.task_id,
-                                     subtask_id=workflow.info().workflow_id,
-                                     status=Status.CANCELLED, error="cancelled"),
-                    start_to_close_timeout=policies.STORE_TIMEOUT,
-                    retry_policy=policies.STORE_RETRY,
-                )
+            await self._wind_down(inp, cancelled=True)
             raise
+        except (ApplicationError, ActivityError, ChildWorkflowError):
+            await self._wind_down(inp, cancelled=False)
+            raise
+
+    async def _wind_down(self, inp: SubtaskInput, *, cancelled: bool) -> None:
+        """On any way out but success: give the agent's slot back, close an open escalation,
+        and (when cancelled mid-work) record CANCELLED. A child still waiting for its
+        dependencies records nothing: the parent decides whether it is BLOCKED."""
+        await self._free(inp)
+        if self._escalation is not None:
+            esc, self._escalation = self._escalation, None
+            await workflow.execute_activity_method(
+                OrgActivities.close_escalation,
+                CloseEscalation(escalation_id=esc.id, status="cancelled"),
+                start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
+            )
+        if cancelled and self._status not in (Status.PENDING, Status.CANCELLED):
+            self._status, self._error = Status.CANCELLED, "cancelled"
+            await workflow.execute_activity_method(
+                SubtaskActivities.fail_subtask,
+                FailSubtaskInput(task_id=inp.task_id,
+                                 subtask_id=workflow.info().workflow_id,
+                                 status=Status.CANCELLED, error="cancelled"),
+                start_to_close_timeout=policies.STORE_TIMEOUT,
+                retry_policy=policies.STORE_RETRY,
+            )
+
+    async def _decide(self, inp: SubtaskInput, reason: EscalationReason, error: str
+                      ) -> StepOutcome | None:
+        """Escalate until a decision is carried out: an outcome (replan) or None (work
+        again). A replan that fails goes back up the chain; no chain fails the step."""
+        while True:
+            decision = await self._escalate(inp, reason, error)
+            if decision is None:
+                await self._record_failure(inp, error)
+                raise ApplicationError(f"step {inp.step.id} failed: {error}",
+                                       type="SubtaskFailed", non_retryable=True)
+            try:
+                return await self._act_on(inp, decision, error)
+            except ReplanFailed as e:
+                reason, error = EscalationReason.FAILED, str(e)
 
     async def _run(self, inp: SubtaskInput) -> SubtaskResult:
         step = inp.step
@@ -154,45 +188,31 @@ class SubtaskWorkflow:
             run = StepRun(
                 task_id=inp.task_id, subtask_id=me, step=step,
                 inputs={d: self._inputs[d] for d in step.deps}, feedback=list(feedback),
-                hold_for_review=self._reviewed(), agent_id=assigned,
+                hold_for_review=self._reviewed(), agent_id=assigned, round=self._rounds,
             )
+            self._rounds += 1
             outcome, trouble = await self._attempt(inp, run)
             await self._free(inp)
             if trouble is not None:
-                decision = await self._escalate(inp, *trouble)
-                if decision is None:
-                    await self._record_failure(inp, trouble[1])
-                    raise ApplicationError(f"step {step.id} failed: {trouble[1]}",
-                                           type="SubtaskFailed", non_retryable=True)
-                outcome = await self._act_on(inp, decision, trouble[1])
+                outcome = await self._decide(inp, *trouble)
                 if outcome is None:
                     continue  # retry or reassign: work again
-            if outcome is None:  # _act_on returns one or we continued
+            if outcome is None:
                 continue
-            assert_outcome = outcome
-            verdict = await self._review(inp, assert_outcome, rejections)
+            verdict = await self._review(inp, outcome, rejections)
             if verdict.decision is Decision.APPROVE:
                 break
             rejections += 1
             feedback.append(verdict.feedback)
             if rejections > inp.org.review_rounds:
-                decision = await self._escalate(
+                replanned = await self._decide(
                     inp, EscalationReason.REVIEW_ROUNDS,
                     f"rejected {rejections} times; last feedback: {verdict.feedback}")
-                if decision is None:
-                    await self._record_failure(inp, "rejected too often")
-                    raise ApplicationError(f"step {step.id} was rejected {rejections} times",
-                                           type="SubtaskFailed", non_retryable=True)
-                replanned = await self._act_on(inp, decision, "rejected too often")
                 if replanned is not None:
                     outcome = replanned
                     break
                 rejections = 0
-        self._output = assert_outcome.output
-        self._status = Status.COMPLETED
-        await self._note(inp, "completed", status=Status.COMPLETED if self._reviewed() else None,
-                         data={"to": self._people.reviewer or "", "summary":
-                               assert_outcome.output.summary})
+        assert_outcome = outcome
         delivered = await self._release(inp.notify, assert_outcome.output)
         return SubtaskResult(
             step_id=step.id,
@@ -297,6 +317,7 @@ class SubtaskWorkflow:
             return None
         self._attempts += 1
         while True:
+            self._slot_free = False  # a wake-up arriving during the call below counts
             got = await workflow.execute_activity_method(
                 OrgActivities.assign_subtask,
                 AssignInput(task_id=inp.task_id, subtask_id=workflow.info().workflow_id,
@@ -314,15 +335,16 @@ class SubtaskWorkflow:
                 self._assignee_is_manager = got.is_manager
                 return got.agent_id
             self._status, self._detail = Status.QUEUED, got.reason
-            self._slot_free = False
             # Woken by a finishing subtask's slot; asked again anyway now and then.
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self._slot_free,
                                               timeout=policies.QUEUE_RECHECK)
 
     async def _free(self, inp: SubtaskInput) -> None:
-        if not inp.org.enabled or self._people.assignee is None:
+        """Give back the slot of the current round (running or still queued); idempotent."""
+        if not inp.org.enabled or self._attempts == 0 or self._freed == self._attempts:
             return
+        self._freed = self._attempts
         await workflow.execute_activity_method(
             OrgActivities.release_slot,
             ReleaseInput(subtask_id=workflow.info().workflow_id, attempt=self._attempts),
@@ -362,6 +384,7 @@ class SubtaskWorkflow:
             return ReviewInput(reviewer_id=people.reviewer or "auto", decision=Decision.APPROVE)
         self._status, self._detail = Status.REVIEWING, f"waiting for {people.reviewer}"
         self._round = round_no
+        self._reviews += 1
         await self._note(inp, "review_requested", status=Status.REVIEWING,
                          waiting_for=people.reviewer, data={"round": round_no})
         verdict: ReviewInput | None
@@ -369,7 +392,7 @@ class SubtaskWorkflow:
             verdict = await workflow.execute_activity_method(
                 OrgActivities.review_with_llm,
                 ReviewRequest(task_id=inp.task_id, subtask_id=workflow.info().workflow_id,
-                              reviewer_id=people.reviewer, round=round_no,
+                              reviewer_id=people.reviewer, round=round_no, seq=self._reviews,
                               output_preview=str(outcome.output.output)[:4000],
                               description=f"{inp.step.title}\n{inp.step.description}"),
                 task_queue=inp.routing.llm_queue,
@@ -411,6 +434,7 @@ class SubtaskWorkflow:
         if not inp.org.enabled or not chain:
             return None
         self._escalations += 1
+        self._decision = None  # nothing said before this escalation counts for it
         level = 0
         while True:
             holder = chain[level]
@@ -436,7 +460,9 @@ class SubtaskWorkflow:
                     start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
                     retry_policy=policies.LLM_RETRY,
                 )
-                if decision.action is Action.ESCALATE and top:
+                if self._decision is not None:  # a person answered meanwhile: theirs wins
+                    decision, self._decision = self._decision, None
+                elif decision.action is Action.ESCALATE and top:
                     decision = None  # the root's model passes: a person decides
             elif policy is ReviewPolicy.AUTO and not top:
                 level += 1  # an 'auto' manager passes trouble up
@@ -456,6 +482,7 @@ class SubtaskWorkflow:
                 level = min(level + 1, len(chain) - 1)
                 continue
             self._escalation = None
+            self._decision = None
             await workflow.execute_activity_method(
                 OrgActivities.close_escalation,
                 CloseEscalation(escalation_id=esc.id, decision=decision),
@@ -483,7 +510,8 @@ class SubtaskWorkflow:
         run_id = workflow.info().workflow_id
         self._status, self._detail = Status.RUNNING, f"running {decision.by}'s new plan"
         task = TaskInput(plan=plan, title=f"replan of {inp.step.id}", parent_subtask=run_id,
-                         assignee=decision.by, depth=inp.org.depth + 1)
+                         assignee=decision.by, depth=inp.org.depth + 1,
+                         token_budget=inp.budgets.task_tokens)
         try:
             return await self._nested(
                 StepRun(task_id=inp.task_id, subtask_id=run_id, step=inp.step,
@@ -491,9 +519,8 @@ class SubtaskWorkflow:
         except ChildWorkflowError as e:
             if isinstance(e.cause, CancelledError):
                 raise asyncio.CancelledError from e
-            raise ApplicationError(f"the new plan for {inp.step.id} failed: "
-                                   f"{failure_message(e)}", type="SubtaskFailed",
-                                   non_retryable=True) from e
+            raise ReplanFailed(f"the new plan for {inp.step.id} failed: "
+                               f"{failure_message(e)}") from e
 
     @workflow.update(name="resolve_escalation")
     async def resolve_escalation(self, decision: ResolveEscalation) -> Escalation:
@@ -590,6 +617,10 @@ class SubtaskWorkflow:
 
 class DeadlinePassed(Exception):
     """The step's deadline passed while it ran (its work was cancelled)."""
+
+
+class ReplanFailed(Exception):
+    """The sub-plan a manager chose failed too: it goes back up the chain."""
 
 
 def child_id(task_id: str, step_id: str) -> str:

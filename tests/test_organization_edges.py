@@ -1,0 +1,211 @@
+"""The organization at its edges: cancellation, replans, reruns and races.
+
+Each test reproduces a defect a review found before it was fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.org import OrgStore
+from activities.store import Store
+from models.io import TaskInput
+from models.org import load_org
+from models.review import Action, Decision, ResolveEscalation, ReviewInput
+from models.settings import Settings
+from models.task import Status
+from tests.conftest import make_settings, temporal_address
+from tests.fake_llm import FakeLLM, Scripted
+from tests.helpers import by_step, outcome, plan_of, start_task
+from tests.test_organization import ROOT, human_org, wait_for_status
+from worker import Deps, build_workers
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_slots(deps: Deps) -> None:
+    # Agents' slots are global to the database: start each test with every agent free.
+    await deps.pool.execute("UPDATE assignments SET state = 'done' WHERE state <> 'done'")
+
+
+@contextlib.asynccontextmanager
+async def org_workers(client: Client, deps: Deps, database_url: str, llm: FakeLLM,
+                      tmp: Path, *, human: bool = True, **over: Any
+                      ) -> AsyncIterator[Settings]:
+    org_file = human_org(tmp) if human else ROOT / "examples" / "org.yaml"
+    await OrgStore(deps.pool).save_org(load_org(org_file))
+    settings = make_settings(tmp, database_url, llm.base_url, temporal_address(client),
+                             org_enabled=True, **over)
+    async with contextlib.AsyncExitStack() as stack:
+        for w in build_workers(client, settings, deps):
+            await stack.enter_async_context(w)
+        yield settings
+
+
+async def held(deps: Deps, task_id: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in await deps.pool.fetch(
+        "SELECT subtask_id, state FROM assignments WHERE task_id = $1 AND state <> 'done'",
+        task_id)]
+
+
+async def approve_all(client: Client, deps: Deps, task_id: str) -> None:
+    while True:
+        for r in await deps.pool.fetch(
+                "SELECT id, reviewer FROM subtasks WHERE id LIKE $1 AND status = 'REVIEWING'",
+                f"{task_id}/%"):
+            with contextlib.suppress(WorkflowUpdateFailedError, RPCError):
+                await client.get_workflow_handle(r["id"]).execute_update(
+                    "review", ReviewInput(reviewer_id=r["reviewer"], decision=Decision.APPROVE))
+        await asyncio.sleep(0.2)
+
+
+async def test_cancelling_a_task_frees_running_and_queued_slots(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
+        h = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 20},
+             "assignee": "writer"},
+            {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
+             "assignee": "writer"}), assignee="research-lead"))
+        for _ in range(100):
+            if {r["state"] for r in await held(deps, h.id)} == {"running", "queued"}:
+                break
+            await asyncio.sleep(0.1)
+        assert {r["state"] for r in await held(deps, h.id)} == {"running", "queued"}
+        await h.cancel()
+        result = await asyncio.wait_for(outcome(h), 30)
+        assert result.status is Status.CANCELLED
+        for _ in range(50):
+            if not await held(deps, h.id):
+                break
+            await asyncio.sleep(0.1)
+        assert await held(deps, h.id) == []
+
+
+async def test_replan_after_too_many_rejections_hands_on_the_new_output(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    async with org_workers(client, deps, database_url, llm, tmp_path, review_rounds=0) as s:
+        h = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "n", "type": "tool", "tool": "echo", "args": {"value": "OLD"},
+             "assignee": "writer"},
+            {"id": "use", "type": "tool", "tool": "concat", "deps": ["n"],
+             "args": {"parts": ["got ", "${n}"]}, "assignee": "writer"}),
+            assignee="research-lead"))
+        sub = f"{h.id}/n"
+        store = Store(deps.pool)
+        await wait_for_status(store, sub, "REVIEWING")
+        await client.get_workflow_handle(sub).execute_update("review", ReviewInput(
+            reviewer_id="research-lead", decision=Decision.REJECT, feedback="wrong"))
+        await wait_for_status(store, sub, "BLOCKED")
+        await client.get_workflow_handle(sub).execute_update(
+            "resolve_escalation", ResolveEscalation(
+                by="research-lead", action=Action.REPLAN,
+                plan={"steps": [{"id": "x", "type": "tool", "tool": "echo",
+                                 "args": {"value": "NEW"}}]}))
+        bot = asyncio.create_task(approve_all(client, deps, h.id))
+        try:
+            result = await asyncio.wait_for(outcome(h), 30)
+        finally:
+            bot.cancel()
+    assert result.status is Status.COMPLETED, result.error
+    assert by_step(result)["n"].output == "NEW"
+    assert by_step(result)["use"].output == "got NEW"
+
+
+async def test_every_round_of_rework_has_its_usage_recorded(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.script_for("Result (round 2)", json.dumps({"decision": "approve"}))
+    llm.script_for("review a teammate", json.dumps(
+        {"decision": "reject", "feedback": "cite more sources"}))
+    llm.script_for("more sources", Scripted("Found three sources.", prompt_tokens=1000))
+    llm.script_for("find sources", Scripted("Found one source.", prompt_tokens=100))
+    async with org_workers(client, deps, database_url, llm, tmp_path, human=False) as s:
+        result = await outcome(await start_task(client, s, TaskInput(
+            plan=plan_of({"id": "hunt", "type": "search", "description": "find sources",
+                          "assignee": "searcher"}), assignee="research-lead")))
+    assert result.status is Status.COMPLETED, result.error
+    rows = await deps.pool.fetch(
+        "SELECT purpose, prompt_tokens FROM usage WHERE task_id = $1", result.task_id)
+    assert sorted(r["prompt_tokens"] for r in rows if r["purpose"] == "agent") == [100, 1000]
+    assert result.metrics.prompt_tokens == sum(r["prompt_tokens"] for r in rows)
+
+
+async def test_cancelling_a_task_closes_its_open_escalation(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
+        h = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "f", "type": "tool", "tool": "fail", "args": {"message": "down"},
+             "assignee": "writer"}), assignee="research-lead"))
+        sub = f"{h.id}/f"
+        store = Store(deps.pool)
+        await wait_for_status(store, sub, "BLOCKED")
+        await h.cancel()
+        result = await asyncio.wait_for(outcome(h), 30)
+    assert result.status is Status.CANCELLED
+    escalations = [e for e in await store.escalations(only_open=False)
+                   if e["subtask_id"] == sub]
+    assert [e["status"] for e in escalations] == ["cancelled"]
+
+
+async def test_tokens_of_delegated_work_count_in_the_top_task(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.script_for("delegate me", Scripted(json.dumps({"steps": [
+        {"id": "d", "type": "write", "description": "inner draft", "assignee": "writer",
+         "skills": ["writing"]}]}), prompt_tokens=500))
+    llm.script_for("inner draft", Scripted("drafted", prompt_tokens=700))
+    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
+        h = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "m", "type": "write", "title": "delegate me", "description": "delegate me",
+             "assignee": "research-lead"}), assignee="ceo"))
+        bot = asyncio.create_task(approve_all(client, deps, h.id))
+        try:
+            result = await asyncio.wait_for(outcome(h), 40)
+        finally:
+            bot.cancel()
+    assert result.status is Status.COMPLETED, result.error
+    assert result.metrics.prompt_tokens == 1200
+
+
+async def test_a_person_answering_while_the_model_decides_wins_and_is_not_reused(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = llm._answer
+
+    def slow(path: str, body: dict[str, Any]) -> Any:
+        if "# Trouble" in json.dumps(body):
+            time.sleep(3)  # the manager's model takes its time
+        return real(path, body)
+
+    monkeypatch.setattr(llm, "_answer", slow)
+    llm.script_for("# Trouble", json.dumps({"action": "retry"}))
+    async with org_workers(client, deps, database_url, llm, tmp_path, human=False) as s:
+        h = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "f", "type": "tool", "tool": "fail", "args": {"message": "down"},
+             "assignee": "writer"}), assignee="research-lead"))
+        sub = f"{h.id}/f"
+        store = Store(deps.pool)
+        await wait_for_status(store, sub, "BLOCKED")
+        await client.get_workflow_handle(sub).execute_update(
+            "resolve_escalation", ResolveEscalation(by="ceo", action=Action.SKIP,
+                                                    note="ceo says skip"))
+        result = await asyncio.wait_for(outcome(h), 20)
+    assert result.status is Status.FAILED
+    assert "skipped by ceo" in (by_step(result)["f"].error or "")
+    decisions = [(e["decision"] or {}).get("action")
+                 for e in await store.escalations(only_open=False) if e["subtask_id"] == sub]
+    assert decisions == ["skip"]
