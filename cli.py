@@ -63,11 +63,8 @@ from models.settings import Settings
 from models.task import TERMINAL, Status
 from workflows.failures import failure_message
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_STYLE = {
-    "COMPLETED": "green", "FAILED": "red", "BLOCKED": "yellow", "RUNNING": "cyan",
-    "CANCELLED": "magenta", "REVIEWING": "blue", "QUEUED": "dim",
-}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = starter.EXIT_OK, starter.EXIT_FAILED, starter.EXIT_USAGE
+_STYLE = starter.STATUS_STYLE
 _TERMINAL = {s.value for s in TERMINAL}
 
 EPILOG = """\
@@ -479,7 +476,7 @@ async def cmd_cancel(args: argparse.Namespace, s: Session) -> int:
         result = TaskResult.model_validate(
             await asyncio.wait_for(handle.result(), timeout=args.timeout))
     except WorkflowFailureError as e:
-        result = starter._result_of_failure(args.task_id, e)
+        result = starter.result_of_failure(args.task_id, e)
     except TimeoutError as e:
         raise Refused(f"{args.task_id} did not close within {args.timeout:g} s") from e
     if args.json:

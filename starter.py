@@ -38,9 +38,9 @@ from models.task import Priority, Status
 from workflows.failures import failure_message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_STYLE = {
+STATUS_STYLE = {
     "COMPLETED": "green", "FAILED": "red", "BLOCKED": "yellow", "RUNNING": "cyan",
-    "CANCELLED": "magenta",
+    "CANCELLED": "magenta", "REVIEWING": "blue", "QUEUED": "dim",
 }
 
 
@@ -80,7 +80,7 @@ def progress_table(progress: Progress) -> Table:
         table.add_column(col, overflow="fold")
     for s in progress.subtasks:
         detail = s.error or ("" if s.output is None else json.dumps(s.output)[:80])
-        style = _STYLE.get(s.status.value, "")
+        style = STATUS_STYLE.get(s.status.value, "")
         table.add_row(s.step_id, s.type, f"[{style}]{s.status}[/]" if style else s.status,
                       detail)
     return table
@@ -104,7 +104,7 @@ async def follow(handle: WorkflowHandle[Any, Any], console: Console, *, quiet: b
         try:
             result = TaskResult.model_validate(fut.result())
         except WorkflowFailureError as e:
-            result = _result_of_failure(handle.id, e)
+            result = result_of_failure(handle.id, e)
         if live:
             live.update(progress_table(Progress(task_id=result.task_id, status=result.status,
                                                 subtasks=result.subtasks)), refresh=True)
@@ -115,7 +115,7 @@ async def follow(handle: WorkflowHandle[Any, Any], console: Console, *, quiet: b
             console.print()
 
 
-def _result_of_failure(task_id: str, e: WorkflowFailureError) -> TaskResult:
+def result_of_failure(task_id: str, e: WorkflowFailureError) -> TaskResult:
     cause = e.cause
     if isinstance(cause, CancelledError):
         return TaskResult(task_id=task_id, status=Status.CANCELLED, error="cancelled")

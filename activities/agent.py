@@ -18,7 +18,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.llm import LLM, Reply
+from activities.llm import LLM, Reply, require_llm
 from activities.steps import StepBook, summarize
 from activities.store import Store
 from activities.tokens import (
@@ -94,14 +94,7 @@ class AgentActivities:
         self.context_override = context_override
 
     def _require_llm(self) -> LLM:
-        if self.llm is None:
-            raise ApplicationError(
-                "no LLM endpoint is configured on the worker: set OPENAI_BASE_URL (and "
-                "OPENAI_API_KEY, BEESTOWN_MODEL)",
-                type="LLMNotConfigured",
-                non_retryable=True,
-            )
-        return self.llm
+        return require_llm(self.llm)
 
     async def check_budgets(self, run: StepRun, budgets: Budgets, more: int = 0) -> None:
         """Raise BudgetExceeded if `more` tokens would pass the task's or subtask's budget."""

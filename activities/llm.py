@@ -117,6 +117,18 @@ class LLM:
             )
 
 
+def require_llm(llm: LLM | None, *, hint: str = "") -> LLM:
+    """Return `llm`, or raise the non-retryable error that says how to configure one."""
+    if llm is None:
+        raise ApplicationError(
+            "no LLM endpoint is configured on the worker: set OPENAI_BASE_URL (and "
+            "OPENAI_API_KEY, BEESTOWN_MODEL)" + (f", {hint}" if hint else ""),
+            type="LLMNotConfigured",
+            non_retryable=True,
+        )
+    return llm
+
+
 def _rejected(e: openai.APIStatusError) -> ApplicationError:
     return ApplicationError(
         f"LLM server refused the request ({e.status_code}): {e.message}",
@@ -153,14 +165,7 @@ class LLMActivities:
         self.prices = prices
 
     def _require_llm(self) -> LLM:
-        if self.llm is None:
-            raise ApplicationError(
-                "no LLM endpoint is configured on the worker: set OPENAI_BASE_URL (and "
-                "OPENAI_API_KEY, BEESTOWN_MODEL), or run an explicit plan with --plan FILE",
-                type="LLMNotConfigured",
-                non_retryable=True,
-            )
-        return self.llm
+        return require_llm(self.llm, hint="or run an explicit plan with --plan FILE")
 
     def _plan_errors(self, text: str, max_steps: int) -> tuple[Plan | None, list[str]]:
         try:

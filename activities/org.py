@@ -27,7 +27,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities.llm import LLM, Reply
+from activities.llm import LLM, Reply, require_llm
 from activities.store import Store, refusals_are_final
 from models.org import Agent, Candidate, Department, InvalidOrg, OrgChart, ReviewPolicy
 from models.plan import InvalidPlan, extract_json
@@ -509,11 +509,7 @@ class OrgActivities:
         await self.store.resolve_escalation(inp.escalation_id, decision, status=inp.status)
 
     def _require_llm(self) -> LLM:
-        if self.llm is None:
-            raise ApplicationError("a manager with policy 'llm' needs an LLM endpoint "
-                                   "(OPENAI_BASE_URL)", type="LLMNotConfigured",
-                                   non_retryable=True)
-        return self.llm
+        return require_llm(self.llm, hint="for a manager whose review policy is 'llm'")
 
     @activity.defn(name="review_with_llm")
     async def review_with_llm(self, inp: ReviewRequest) -> ReviewInput:

@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.settings import Settings
-from starter import _result_of_failure
+from starter import result_of_failure
 
 
 def plan_of(*steps: dict[str, Any]) -> Plan:
@@ -31,7 +31,7 @@ async def outcome(handle: WorkflowHandle[Any, Any]) -> TaskResult:
     try:
         return TaskResult.model_validate(await handle.result())
     except WorkflowFailureError as e:
-        return _result_of_failure(handle.id, e)
+        return result_of_failure(handle.id, e)
 
 
 async def run_plan(client: Client, settings: Settings, *steps: dict[str, Any]) -> TaskResult:
