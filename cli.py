@@ -50,6 +50,7 @@ import starter
 from activities.db import create_pool, resolve_dsn
 from activities.store import NotFound, Store
 from models.io import Progress, SubtaskView, TaskResult
+from models.org import InvalidOrg
 from models.plan import InvalidPlan, load_plan_file
 from models.review import (
     Action,
@@ -462,6 +463,60 @@ async def cmd_escalations(args: argparse.Namespace, s: Session) -> int:
     return EXIT_OK
 
 
+# -- beneath: a manager's view ---------------------------------------------------------------
+async def cmd_beneath(args: argparse.Namespace, s: Session) -> int:
+    from activities.org import OrgStore  # imported here: it pulls in the LLM client
+
+    pool = await s.pool()
+    try:
+        chart = await OrgStore(pool).load_org()
+    except (InvalidOrg, ValidationError) as e:
+        raise CliError("no org chart loaded: beestown org load FILE", EXIT_USAGE) from e
+    if args.agent_id not in chart:
+        raise CliError(f"unknown agent {args.agent_id!r}", EXIT_FAILED)
+    team = [args.agent_id, *(a.id for a in chart.subtree(args.agent_id))]
+    rows = await pool.fetch(
+        """
+        SELECT s.id, s.assignee, s.status, s.waiting_for, s.updated_at,
+               coalesce((SELECT sum(prompt_tokens + completion_tokens) FROM usage u
+                         WHERE u.subtask_id = s.id), 0) AS tokens
+        FROM subtasks s WHERE s.assignee = ANY($1::text[])
+          AND ($2 OR s.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'BLOCKED')
+               OR s.waiting_for IS NOT NULL)
+        ORDER BY s.updated_at DESC LIMIT $3
+        """,
+        team, args.all, args.limit,
+    )
+    reports = await pool.fetch(
+        """
+        SELECT subtask_id, data, created_at FROM events
+        WHERE kind = 'completed' AND data->>'to' = $1 ORDER BY created_at DESC LIMIT $2
+        """,
+        args.agent_id, args.limit,
+    )
+    work = [dict(r) for r in rows]
+    received = [{"subtask_id": r["subtask_id"], "at": r["created_at"], **r["data"]}
+                for r in reports]
+    if args.json:
+        emit_json({"agent": args.agent_id, "team": team, "work": work, "reports": received})
+        return EXIT_OK
+    table = Table(title=f"work beneath {args.agent_id} ({len(team)} agents)",
+                  title_justify="left")
+    for col in ("subtask", "assignee", "status", "waiting for", "tokens", "updated"):
+        table.add_column(col, overflow="fold")
+    for w in work:
+        style = _STYLE.get(w["status"], "")
+        status = f"[{style}]{w['status']}[/]" if style else w["status"]
+        table.add_row(escape(w["id"]), escape(w["assignee"] or ""), status,
+                      escape(w["waiting_for"] or ""), str(w["tokens"]), _when(w["updated_at"]))
+    s.out.print(table)
+    if received:
+        s.out.print(f"[bold]reports to {escape(args.agent_id)}[/]")
+        for r in received:
+            s.out.print(f"  {escape(r['subtask_id'])}: {escape(str(r.get('summary', '')))}")
+    return EXIT_OK
+
+
 # -- cancel ------------------------------------------------------------------------------------
 async def cmd_cancel(args: argparse.Namespace, s: Session) -> int:
     handle = (await s.client()).get_workflow_handle(args.task_id)
@@ -617,6 +672,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with replan: the plan replacing the step")
     c.add_argument("--note", default="", metavar="TEXT")
     c.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    c.add_argument("--json", action="store_true")
+
+    c = command("beneath", cmd_beneath,
+                "a manager's view: the work of everyone beneath it, and reports sent to it")
+    c.add_argument("agent_id", metavar="AGENT_ID")
+    c.add_argument("--all", action="store_true", help="finished work too")
+    c.add_argument("--limit", type=int, default=50)
     c.add_argument("--json", action="store_true")
 
     c = command("cancel", cmd_cancel, "request cancellation of a task")

@@ -30,6 +30,7 @@ from models.task import Status
 from tests.conftest import make_settings, temporal_address
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
+from tests.test_cli import cli
 from worker import Deps, build_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +96,7 @@ async def referee(client: Client, store: Store, task_id: str, *,
 
 
 async def test_delegation_review_and_escalation_through_the_example_org(
-    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps, database_url: str
 ) -> None:
     llm.script_for("Compare the numbers with the facts", Scripted(plan(
         {"id": "analysis", "type": "write", "title": "Crunch the numbers",
@@ -168,6 +169,16 @@ async def test_delegation_review_and_escalation_through_the_example_org(
     assert mine[0]["decision"]["action"] == "replan"
     assert rows[f"{t}/facts/sub1/lookup"]["status"] == "COMPLETED"
     assert await store.get_output(f"{t}/facts/sub1/lookup") == "facts from the backup"
+
+    # The research manager sees everything beneath it, and the reports sent to it.
+    rc, out, err = await cli("beneath", "research-lead", "--all", "--json",
+                             settings=org_worker, database_url=database_url)
+    assert rc == 0, err
+    view = json.loads(out)
+    team_work = {w["id"]: w["assignee"] for w in view["work"] if w["id"].startswith(t)}
+    assert team_work[f"{t}/report/sub1/draft"] == "writer"
+    assert team_work[f"{t}/facts/sub1/lookup"] == "searcher"
+    assert any(r["subtask_id"] == f"{t}/report/sub1/draft" for r in view["reports"])
 
 
 async def wait_for_status(store: Store, sub_id: str, status: str) -> None:

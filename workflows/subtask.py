@@ -212,14 +212,19 @@ class SubtaskWorkflow:
                     outcome = replanned
                     break
                 rejections = 0
-        assert_outcome = outcome
-        delivered = await self._release(inp.notify, assert_outcome.output)
+        self._output = outcome.output
+        self._status = Status.COMPLETED
+        # Approved: the row leaves REVIEWING, and the manager gets the report.
+        await self._note(inp, "completed", status=Status.COMPLETED if self._reviewed() else None,
+                         data={"to": self._people.reviewer or "",
+                               "summary": outcome.output.summary})
+        delivered = await self._release(inp.notify, outcome.output)
         return SubtaskResult(
             step_id=step.id,
             status=Status.COMPLETED,
-            output=assert_outcome.output,
+            output=outcome.output,
             delivered=delivered,
-            metrics=assert_outcome.metrics,
+            metrics=outcome.metrics,
         )
 
     # -- work -----------------------------------------------------------------------------
