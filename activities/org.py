@@ -452,7 +452,8 @@ class OrgActivities:
             f"{key}:assigned", task_id=inp.task_id, subtask=inp.subtask_id, kind="assigned",
             data={"agent": got.agent_id, "reason": got.reason})
         return AssignResult(agent_id=got.agent_id, reason=got.reason, people=people, org=True,
-                            is_manager=chart.is_manager(got.agent_id))
+                            is_manager=chart.is_manager(got.agent_id),
+                            agents=[a.id for a in chart.agents if a.active])
 
     @activity.defn(name="release_slot")
     async def release_slot(self, inp: ReleaseInput) -> list[str]:

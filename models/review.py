@@ -122,6 +122,8 @@ class AssignResult(BaseModel):
     people: People = Field(default_factory=People)
     org: bool = Field(False, description="an org chart is configured")
     is_manager: bool = False
+    agents: list[str] = Field(default_factory=list, description="active agents, to check a "
+                              "reassignment against")
 
 
 class ReleaseInput(BaseModel):

@@ -209,3 +209,35 @@ async def test_a_person_answering_while_the_model_decides_wins_and_is_not_reused
     decisions = [(e["decision"] or {}).get("action")
                  for e in await store.escalations(only_open=False) if e["subtask_id"] == sub]
     assert decisions == ["skip"]
+
+
+async def test_reassigning_to_an_unknown_agent_is_refused_and_a_real_one_is_used(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
+        h = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "f", "type": "tool", "tool": "fail", "args": {"message": "down"},
+             "assignee": "writer"}), assignee="research-lead"))
+        sub = f"{h.id}/f"
+        store = Store(deps.pool)
+        await wait_for_status(store, sub, "BLOCKED")
+        child = client.get_workflow_handle(sub)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await child.execute_update("resolve_escalation", ResolveEscalation(
+                by="research-lead", action=Action.REASSIGN, assignee="nobody"))
+        assert "not an active agent" in str(refused.value.cause)
+        await child.execute_update("resolve_escalation", ResolveEscalation(
+            by="research-lead", action=Action.REASSIGN, assignee="searcher"))
+        # The searcher fails too; the second escalation is skipped.
+        for _ in range(100):
+            opened = [e for e in await store.escalations() if e["subtask_id"] == sub]
+            if opened and opened[0]["id"].endswith("#2"):
+                break
+            await asyncio.sleep(0.1)
+        await child.execute_update("resolve_escalation", ResolveEscalation(
+            by="research-lead", action=Action.SKIP))
+        result = await asyncio.wait_for(outcome(h), 20)
+    assert result.status is Status.FAILED
+    agents = [r["agent_id"] for r in await deps.pool.fetch(
+        "SELECT agent_id FROM assignments WHERE task_id = $1 ORDER BY created_at", h.id)]
+    assert agents == ["writer", "searcher"]

@@ -94,6 +94,7 @@ class SubtaskWorkflow:
         self._escalation: Escalation | None = None
         self._decision: ResolveEscalation | None = None
         self._deadline_waived = False
+        self._agents: list[str] = []
 
     @workflow.signal(name="slot_free")
     def slot_free(self) -> None:
@@ -337,6 +338,7 @@ class SubtaskWorkflow:
                 return None
             if got.agent_id is not None:
                 self._people = got.people
+                self._agents = got.agents
                 self._assignee_is_manager = got.is_manager
                 return got.agent_id
             self._status, self._detail = Status.QUEUED, got.reason
@@ -545,6 +547,9 @@ class SubtaskWorkflow:
         if decision.by not in allowed:
             raise ValueError(f"{decision.by} cannot decide this escalation; it is held by "
                              f"{esc.holder} (or above: {', '.join(allowed[1:]) or 'nobody'})")
+        if (decision.action is Action.REASSIGN and self._agents
+                and decision.assignee not in self._agents):
+            raise ValueError(f"cannot reassign to {decision.assignee!r}: not an active agent")
         if decision.action is Action.ESCALATE and esc.level == len(esc.chain) - 1:
             raise ValueError(f"{esc.holder} is at the top: decide retry, reassign, replan "
                              "or skip")
