@@ -135,10 +135,12 @@ def _runner(settings: Settings) -> dict[str, Any]:
 def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker]:
     """Return one Worker per task queue this process serves."""
     book = StepBook(deps.store)
+    org_store = OrgStore(deps.pool)
+    # Bookkeeping runs on the workflow queue, the manager's model decisions on the LLM queue.
+    org = OrgActivities(org_store, deps.store, llm=deps.llm, client=client)
     by_queue: dict[str, list[Callable[..., Any]]] = {}
     roles = settings.roles
     if "workflows" in roles:
-        org_store = OrgStore(deps.pool)
         tasks = TaskActivities(
             deps.store, routing=routing(settings), max_steps=settings.max_plan_steps,
             tool_names=deps.registry.names(), max_turns=settings.max_turns,
@@ -150,7 +152,6 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
                                    max_depth=settings.max_depth),
         )
         subtasks = SubtaskActivities(deps.store)
-        org = OrgActivities(org_store, deps.store, llm=deps.llm, client=client)
         by_queue.setdefault(settings.task_queue, []).extend(
             [tasks.begin_task, tasks.save_plan, tasks.finish_task,
              subtasks.fail_subtask, subtasks.record_result,
@@ -163,10 +164,9 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
         agent = AgentActivities(llm=deps.llm, store=deps.store, book=book,
                                 toolbox=deps.registry, prices=deps.prices,
                                 context_override=settings.context_limit)
-        deciding = OrgActivities(OrgStore(deps.pool), deps.store, llm=deps.llm, client=client)
         by_queue.setdefault(settings.queue_for("llm"), []).extend(
             [llm.split_task, agent.agent_turn, agent.write_code,
-             deciding.review_with_llm, deciding.decide_escalation_with_llm]
+             org.review_with_llm, org.decide_escalation_with_llm]
         )
     if "sandbox" in roles:
         code = CodeActivities(deps.sandbox, book, unavailable=deps.sandbox_problem)

@@ -276,15 +276,7 @@ class OrgStore:
         whichever of its best-matching agents freed a slot, not only the one it waited for.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT * FROM agents WHERE active AND removed_at IS NULL ORDER BY id"
-                " FOR UPDATE"
-            )
-            queued = await conn.fetch(
-                "SELECT *, now() AS db_now FROM assignments WHERE state = 'queued'"
-                " AND ($1::text IS NULL OR task_id = $1)",
-                task_id,
-            )
+            rows, queued = await _lock_agents_and_queue(conn, task_id, placed_only=False)
             if not queued:
                 return []
             now: datetime = queued[0]["db_now"]
@@ -326,15 +318,7 @@ class OrgStore:
         default, are not counted); `task_id` limits the subtasks that may move to that task's.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            agents = await conn.fetch(
-                "SELECT * FROM agents WHERE active AND removed_at IS NULL ORDER BY id"
-                " FOR UPDATE"
-            )
-            queued = await conn.fetch(
-                "SELECT *, now() AS db_now FROM assignments WHERE state = 'queued'"
-                " AND agent_id IS NOT NULL AND ($1::text IS NULL OR task_id = $1)",
-                task_id,
-            )
+            agents, queued = await _lock_agents_and_queue(conn, task_id, placed_only=True)
             if not queued:
                 return []
             now: datetime = queued[0]["db_now"]
@@ -355,6 +339,24 @@ class OrgStore:
                     m.item_id, m.from_agent, m.to_agent, m.reason,
                 )
             return moves
+
+
+async def _lock_agents_and_queue(
+    conn: PoolConnectionProxy, task_id: str | None, *, placed_only: bool
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """Lock every active agent's row (in id order, as `assign` does) and read the queue.
+
+    `placed_only` keeps the queued rows that name the agent they wait for.
+    """
+    agents = await conn.fetch(
+        "SELECT * FROM agents WHERE active AND removed_at IS NULL ORDER BY id FOR UPDATE"
+    )
+    queued = await conn.fetch(
+        "SELECT *, now() AS db_now FROM assignments WHERE state = 'queued'"
+        " AND (NOT $2 OR agent_id IS NOT NULL) AND ($1::text IS NULL OR task_id = $1)",
+        task_id, placed_only,
+    )
+    return list(agents), list(queued)
 
 
 def _running_or_none(a: Assignment) -> Assignment | None:

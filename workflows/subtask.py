@@ -196,10 +196,8 @@ class SubtaskWorkflow:
             await self._free(inp)
             if trouble is not None:
                 outcome = await self._decide(inp, *trouble)
-                if outcome is None:
-                    continue  # retry or reassign: work again
             if outcome is None:
-                continue
+                continue  # retry or reassign: work again
             verdict = await self._review(inp, outcome, rejections)
             if verdict.decision is Decision.APPROVE:
                 break
