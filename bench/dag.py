@@ -18,14 +18,11 @@ import asyncio
 import contextlib
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,10 +35,10 @@ from bench.bare import (
     Shape,
     bench_sleep,
 )
+from bench.servers import scratch_servers
 from models.io import TaskInput
 from models.plan import Plan
 from models.settings import Settings
-from tests.conftest import DEV_SERVER_ARGS, temporal_cli
 from worker import build_workers, open_deps
 
 
@@ -93,12 +90,6 @@ async def timed(client: Client, kind: str, shape: Shape, seconds: float, queue: 
     return time.perf_counter() - began
 
 
-async def admin_dsn(tmp: Path) -> str:
-    from tests.conftest import _admin_dsn
-
-    return await _admin_dsn(tmp)
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,28 +100,15 @@ async def main() -> None:
     shapes = {"chain": chain(20), "layered": layered(5, 10), "fanout": fan_out(50)}
     shapes = {k: v for k, v in shapes.items() if k in args.shapes.split(",")}
 
-    import asyncpg
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-dag-"))
-    admin = await admin_dsn(tmp)
-    dbname = f"beestown_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{dbname}"')
-    await conn.close()
-    from tests.conftest import _with_database
-
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(), dev_server_extra_args=DEV_SERVER_ARGS,
-        data_converter=pydantic_data_converter,
-    )
-    queue, bare_queue = f"bt-{uuid.uuid4()}", f"bare-{uuid.uuid4()}"
-    settings = Settings(
-        temporal_address=env.client.service_client.config.target_host, task_queue=queue,
-        database_url=_with_database(admin, dbname), state_dir=tmp,
-        worker_roles="workflows,tools",
-    )
     results: dict[str, dict[str, list[float]]] = {s: {} for s in shapes}
-    try:
+    async with scratch_servers("bench-dag") as scratch:
+        env = scratch.env
+        queue, bare_queue = f"bt-{uuid.uuid4()}", f"bare-{uuid.uuid4()}"
+        settings = Settings(
+            temporal_address=scratch.temporal_address, task_queue=queue,
+            database_url=scratch.database_url, state_dir=scratch.tmp,
+            worker_roles="workflows,tools",
+        )
         async with open_deps(settings) as deps, contextlib.AsyncExitStack() as stack:
             for w in build_workers(env.client, settings, deps):
                 await stack.enter_async_context(w)
@@ -151,11 +129,6 @@ async def main() -> None:
                         results[name].setdefault(kind, []).append(t / cp)
                 line = " ".join(f"{k}={min(v):.2f}" for k, v in results[name].items())
                 print(f"{name} {line}", flush=True)
-    finally:
-        await env.shutdown()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.close()
     print("medians:")
     for name, by_kind in results.items():
         line = " ".join(f"{k}={statistics.median(v):.2f}" for k, v in by_kind.items())

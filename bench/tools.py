@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,9 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -82,39 +79,27 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=20, help="calls per run and path")
     args = ap.parse_args()
 
-    import asyncpg
-
     from activities.mcp import open_toolbox
     from activities.steps import StepBook
     from activities.tools import builtin_tools
-    from bench.dag import admin_dsn
+    from bench.servers import scratch_servers
     from models.settings import Settings
-    from tests.conftest import DEV_SERVER_ARGS, _with_database, temporal_cli
     from worker import open_deps
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-tools-"))
-    tools_file = tmp / "tools.yaml"
-    time_server = Path(sys.executable).parent / "mcp-server-time"
-    tools_file.write_text(
-        f"tools:\n  - {{name: time, transport: stdio, command: {time_server}, "
-        f"args: [--local-timezone, UTC]}}\n"
-    )
-    admin = await admin_dsn(tmp)
-    dbname = f"beestown_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{dbname}"')
-    await conn.close()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(), dev_server_extra_args=DEV_SERVER_ARGS,
-        data_converter=pydantic_data_converter,
-    )
-    queue = f"bench-tools-{uuid.uuid4()}"
-    settings = Settings(
-        temporal_address=env.client.service_client.config.target_host, task_queue=queue,
-        database_url=_with_database(admin, dbname), state_dir=tmp, worker_roles="tools",
-    )
     per_call: dict[str, dict[str, list[float]]] = {c: {} for c in CASES}
-    try:
+    async with scratch_servers("bench-tools") as scratch:
+        env = scratch.env
+        tools_file = scratch.tmp / "tools.yaml"
+        time_server = Path(sys.executable).parent / "mcp-server-time"
+        tools_file.write_text(
+            f"tools:\n  - {{name: time, transport: stdio, command: {time_server}, "
+            f"args: [--local-timezone, UTC]}}\n"
+        )
+        queue = f"bench-tools-{uuid.uuid4()}"
+        settings = Settings(
+            temporal_address=scratch.temporal_address, task_queue=queue,
+            database_url=scratch.database_url, state_dir=scratch.tmp, worker_roles="tools",
+        )
         async with open_deps(settings) as deps, contextlib.AsyncExitStack() as stack:
             toolbox = await open_toolbox(builtin_tools(), tools_file)
             stack.push_async_callback(toolbox.aclose)
@@ -155,11 +140,6 @@ async def main() -> None:
                     }
                     for path, total in runs.items():
                         per_call[case].setdefault(path, []).append(total / args.calls * 1000)
-    finally:
-        await env.shutdown()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.close()
 
     print(f"ms per call, {args.calls} calls per run, {args.runs} runs (min / median); "
           "ratio and overhead against direct (min / median)")
