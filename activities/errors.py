@@ -16,8 +16,9 @@ Permanent (no retry can fix them; the raising activity also sets ``non_retryable
 - ``BUDGET_EXCEEDED``, ``CONTEXT_OVERFLOW``, ``PRICE_TABLE_ERROR``: token and cost limits.
 - ``INVALID_TRANSITION``, ``NOT_FOUND``, ``TASK_ID_REUSED``: the store's refusals.
 - ``UNKNOWN_AGENT``: an assignee that is not in the org chart.
+- ``TRANSCRIPT_LOST``: a model turn whose stored conversation is not where history says.
 
-Retryable: ``BAD_LLM_REPLY``, ``TOOL_UNAVAILABLE``, ``NO_CODE``, ``TRANSCRIPT_LOST``.
+Retryable: ``BAD_LLM_REPLY``, ``TOOL_UNAVAILABLE``, ``NO_CODE``.
 
 Raised by workflows (the task or step ends with it): ``SUBTASK_FAILED``, ``SKIPPED``,
 ``TASK_FAILED``, ``INVALID_TASK_ID``, ``SPLIT_FAILED``, ``UNKNOWN_STEP_TYPE``,
@@ -41,12 +42,12 @@ INVALID_TRANSITION = "InvalidTransition"
 NOT_FOUND = "NotFound"
 TASK_ID_REUSED = "TaskIdReused"
 UNKNOWN_AGENT = "UnknownAgent"
+TRANSCRIPT_LOST = "TranscriptLost"
 
 # -- retryable ------------------------------------------------------------------------
 BAD_LLM_REPLY = "BadLLMReply"
 TOOL_UNAVAILABLE = "ToolUnavailable"
 NO_CODE = "NoCode"
-TRANSCRIPT_LOST = "TranscriptLost"
 
 # -- raised by workflows --------------------------------------------------------------
 SUBTASK_FAILED = "SubtaskFailed"
@@ -62,4 +63,5 @@ PERMANENT: tuple[str, ...] = (
     INVALID_PLAN, LLM_REQUEST_REJECTED, LLM_NOT_CONFIGURED, SANDBOX_UNAVAILABLE,
     UNKNOWN_TOOL, BAD_TOOL_ARGUMENTS, TOOL_FAILED, BUDGET_EXCEEDED, CONTEXT_OVERFLOW,
     PRICE_TABLE_ERROR, INVALID_TRANSITION, NOT_FOUND, TASK_ID_REUSED, UNKNOWN_AGENT,
+    TRANSCRIPT_LOST,
 )
