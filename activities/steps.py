@@ -86,7 +86,9 @@ class StepBook:
         """Store the result (COMPLETED or FAILED) and return what history should carry."""
         now = datetime.now(UTC)
         result.metrics.time_spent_s = (now - started).total_seconds()
-        done = Status.REVIEWING if run.hold_for_review else Status.COMPLETED
+        # A result held for review stays RUNNING until the workflow opens the review (and
+        # announces REVIEWING): a reviewer who acts on the store's word is never refused.
+        done = Status.RUNNING if run.hold_for_review else Status.COMPLETED
         with refusals_are_final():
             await self.store.finish_subtask(
                 run.subtask_id,

@@ -13,6 +13,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities import errors
     from activities.agent import AgentActivities
     from activities.code import CodeActivities
     from activities.tools import ToolActivities
@@ -65,14 +66,15 @@ async def run_agent(inp: SubtaskInput, run: StepRun, progress: Progress) -> Step
             *(call_tool(inp, run, turn, c) for c in res.tool_calls)))
     # The last turn offers no tools, so the model must have answered; this is a guard.
     raise ApplicationError(f"step {run.step.id} used its {inp.max_turns} model turns",
-                           type="TurnCapReached", non_retryable=True)
+                           type=errors.TURN_CAP_REACHED, non_retryable=True)
 
 
 async def call_tool(inp: SubtaskInput, run: StepRun, turn: int,
                     call: ToolCallRequest) -> ToolReply:
     """Run one tool call the model asked for; every failure becomes an answer it can read."""
     if call.args_error:
-        result = ToolCallResult(ok=False, error=call.args_error, error_type="BadToolArguments")
+        result = ToolCallResult(ok=False, error=call.args_error,
+                                error_type=errors.BAD_TOOL_ARGUMENTS)
         return ToolReply(call_id=call.call_id, name=call.name, result=result)
     tool_input = ToolCallInput(task_id=run.task_id, subtask_id=run.subtask_id,
                                call_id=f"r{run.round}-{turn}-{call.call_id}", name=call.name,
@@ -89,7 +91,7 @@ async def call_tool(inp: SubtaskInput, run: StepRun, turn: int,
                 start_to_close_timeout=policies.TOOL_TIMEOUT, retry_policy=policies.TOOL_RETRY,
             )
     except ACTIVITY_FAILURES as e:
-        result = ToolCallResult(ok=False, error=failure_message(e), error_type="ToolFailed")
+        result = ToolCallResult(ok=False, error=failure_message(e), error_type=errors.TOOL_FAILED)
     if result.ref:
         # The model turn reads the whole output from the store; history needs no copy.
         result = result.model_copy(update={"preview": None})
@@ -135,6 +137,6 @@ async def write_and_run_code(
         attempts.append(CodeAttempt(code=written.code,
                                     error=f"{outcome.error}\n{outcome.detail}".strip()))
     if outcome is None:  # only if CODE_FIX_ATTEMPTS were negative
-        raise ApplicationError("no code attempt was made", type="NoCode", non_retryable=True)
+        raise ApplicationError("no code attempt was made", type=errors.NO_CODE, non_retryable=True)
     outcome.metrics = total
     return outcome

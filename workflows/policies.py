@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+with workflow.unsafe.imports_passed_through():
+    from activities import errors
+
 # Errors that no retry can fix: the activity already said so, this only documents it.
-PERMANENT = ["InvalidPlan", "LLMRequestRejected", "LLMNotConfigured", "SandboxUnavailable",
-             "UnknownTool", "BadToolArguments", "ToolFailed"]
+PERMANENT = list(errors.PERMANENT)
 
 STORE_TIMEOUT = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(

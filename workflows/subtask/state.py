@@ -1,0 +1,88 @@
+"""What a step shows the world (its `progress` query), and its writes to the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.org import OrgActivities
+    from activities.steps import SubtaskActivities
+    from models.io import FailSubtaskInput, StepOutput, SubtaskInput, SubtaskView
+    from models.review import NoteInput
+    from models.task import Status
+    from workflows import policies
+
+
+@dataclass
+class StepState:
+    """The step's status as its `progress` query reports it; every part updates it."""
+
+    step_id: str = ""
+    type: str = ""
+    status: Status = Status.PENDING
+    detail: str = ""
+    fraction: float = 0.0
+    error: str | None = None
+    output: StepOutput | None = None
+
+    def progress(self, fraction: float, detail: str) -> None:
+        self.fraction, self.detail = fraction, detail
+
+    def view(self) -> SubtaskView:
+        return SubtaskView(
+            id=workflow.info().workflow_id,
+            step_id=self.step_id,
+            type=self.type,
+            status=self.status,
+            output=self.output.output if self.output else None,
+            error=self.error,
+            progress=1.0 if self.status is Status.COMPLETED else self.fraction,
+            detail=self.detail,
+        )
+
+
+class Records:
+    """The step's writes to the store: events for people, and how it ended."""
+
+    def __init__(self, inp: SubtaskInput, state: StepState) -> None:
+        self._inp = inp
+        self._state = state
+        self.events_written = 0  # numbers each event's idempotency key
+
+    async def note(self, kind: str, *, status: Status | None = None,
+                   waiting_for: str | None = None, data: dict[str, object] | None = None
+                   ) -> None:
+        """Record an event (and optionally the row's status); only with an org chart."""
+        if not self._inp.org.enabled:
+            return
+        self.events_written += 1
+        me = workflow.info().workflow_id
+        await workflow.execute_activity_method(
+            OrgActivities.note_subtask,
+            NoteInput(task_id=self._inp.task_id, subtask_id=me, status=status,
+                      waiting_for=waiting_for, kind=kind,
+                      key=f"{me}:{kind}:{self.events_written}", data=data or {}),
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
+        )
+
+    async def failed(self, error: str) -> None:
+        """The step failed for good: FAILED, with the error, here and in the store."""
+        self._state.error, self._state.status = error, Status.FAILED
+        await self._end(Status.FAILED, error)
+
+    async def cancelled(self) -> None:
+        """The step was cancelled while it worked: CANCELLED here and in the store."""
+        self._state.status, self._state.error = Status.CANCELLED, "cancelled"
+        await self._end(Status.CANCELLED, "cancelled")
+
+    async def _end(self, status: Status, error: str) -> None:
+        await workflow.execute_activity_method(
+            SubtaskActivities.fail_subtask,
+            FailSubtaskInput(task_id=self._inp.task_id,
+                             subtask_id=workflow.info().workflow_id,
+                             status=status, error=error),
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
