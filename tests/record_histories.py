@@ -1,0 +1,352 @@
+"""Record the Temporal histories that tests/test_replay.py replays.
+
+    python -m tests.record_histories tests/histories             # re-record every shape
+    python -m tests.record_histories tests/histories -k diamond  # one shape (pytest args)
+
+Each `test_*` below runs one shape of the suite on the suite's real servers (the conftest
+fixtures: a Temporal dev server, PostgreSQL, the scripted LLM; the workflow sandbox on),
+checks it ended as the suite's own test says it should, then writes the history of every
+workflow execution it made, the TaskWorkflow and each child found by walking the
+histories, to `OUTDIR/<shape>/<workflow id with "/" as "__">.json` (failures' stack
+traces left out: they hold this machine's paths). A shape's folder is
+replaced whole. This module is not collected by a plain `pytest` run (its name is not
+`test_*.py`); given by path to pytest it writes to a temporary folder unless
+BEESTOWN_RECORD_HISTORIES names one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from activities.store import Store
+from models.io import Progress, TaskInput
+from models.settings import Settings
+from models.task import Status
+from tests.fake_llm import FakeLLM, Scripted
+from tests.helpers import by_step, outcome, plan_of, start_task
+from tests.test_agent import call
+from tests.test_organization import plan, referee, wait_for_status
+from tests.test_organization_edges import held, org_workers
+from tests.test_replay import SHAPES, file_name, started_children, workflow_id_of
+from worker import Deps
+
+ENV = "BEESTOWN_RECORD_HISTORIES"
+
+
+@pytest.fixture
+def record_dir(tmp_path: Path) -> Path:
+    explicit = os.environ.get(ENV)
+    return Path(explicit) if explicit else tmp_path / "histories"
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_slots(deps: Deps) -> None:
+    # Agents' slots are global to the database: start each shape with every agent free.
+    await deps.pool.execute("UPDATE assignments SET state = 'done' WHERE state <> 'done'")
+
+
+async def closed(client: Client, workflow_id: str) -> None:
+    handle = client.get_workflow_handle(workflow_id)
+    for _ in range(300):
+        if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id} is still running")
+
+
+def without_stack_traces(node: Any) -> Any:
+    """Failures carry stack traces with this machine's paths; replay never reads them."""
+    if isinstance(node, dict):
+        return {k: without_stack_traces(v) for k, v in node.items() if k != "stackTrace"}
+    if isinstance(node, list):
+        return [without_stack_traces(v) for v in node]
+    return node
+
+
+async def record(client: Client, out: Path, shape: str, *task_ids: str) -> list[Path]:
+    """Write the history of each task and of every workflow beneath it to out/shape."""
+    assert shape in SHAPES, shape
+    folder = out / shape
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    todo, seen, written = list(task_ids), set(task_ids), []
+    while todo:
+        wid = todo.pop(0)
+        await closed(client, wid)
+        history = await client.get_workflow_handle(wid).fetch_history()
+        for child in started_children(history):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+        path = folder / file_name(wid)
+        clean = without_stack_traces(json.loads(history.to_json()))
+        path.write_text(json.dumps(clean, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+# The shapes. Each reuses the scenario of the suite test named in its docstring.
+
+
+async def test_diamond(client: Client, worker: Settings, record_dir: Path) -> None:
+    """test_dag.test_diamond_passes_outputs_along_edges"""
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "a", "type": "tool", "tool": "echo", "args": {"value": "A"}},
+        {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
+         "args": {"parts": ["${a}", "b"]}},
+        {"id": "c", "type": "tool", "tool": "concat", "deps": ["a"],
+         "args": {"parts": ["${a}", "c"]}},
+        {"id": "d", "type": "tool", "tool": "concat", "deps": ["b", "c"],
+         "args": {"parts": ["${b}", "+", "${c}"]}},
+    )), task_id="hist-diamond")
+    result = await outcome(handle)
+    assert result.status is Status.COMPLETED, result.error
+    assert by_step(result)["d"].output == "Ab+Ac"
+    assert len(await record(client, record_dir, "diamond", handle.id)) == 5
+
+
+async def test_wide_fan_out(client: Client, worker: Settings, record_dir: Path) -> None:
+    """test_dag.test_wide_fan_out_runs_branches_in_parallel (24 branches and a join)"""
+    steps = [{"id": f"w{i}", "type": "tool", "tool": "sleep", "args": {"seconds": 0.5}}
+             for i in range(24)]
+    steps.append({"id": "join", "type": "tool", "tool": "echo", "args": {"value": "done"},
+                  "deps": [f"w{i}" for i in range(24)]})
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(*steps)),
+                              task_id="hist-fan-out")
+    result = await outcome(handle)
+    assert result.status is Status.COMPLETED, result.error
+    assert len(await record(client, record_dir, "wide_fan_out", handle.id)) == 26
+
+
+async def test_failure_blocked(client: Client, worker: Settings, record_dir: Path) -> None:
+    """test_dag.test_failed_step_blocks_dependents_while_other_branches_finish"""
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "bad", "type": "tool", "tool": "fail", "args": {"message": "no luck"}},
+        {"id": "after", "type": "tool", "tool": "echo", "deps": ["bad"], "args": {"value": 1}},
+        {"id": "later", "type": "tool", "tool": "echo", "deps": ["after"],
+         "args": {"value": 2}},
+        {"id": "joined", "type": "tool", "tool": "echo", "deps": ["bad", "other"],
+         "args": {"value": 3}},
+        {"id": "other", "type": "tool", "tool": "sleep", "args": {"seconds": 0.5}},
+        {"id": "other2", "type": "tool", "tool": "echo", "deps": ["other"],
+         "args": {"value": 4}},
+    )), task_id="hist-failure")
+    result = await outcome(handle)
+    assert result.status is Status.FAILED
+    steps = by_step(result)
+    assert steps["bad"].status is Status.FAILED
+    for s in ("after", "later", "joined"):
+        assert steps[s].status is Status.BLOCKED, s
+    assert steps["other2"].status is Status.COMPLETED
+    await record(client, record_dir, "failure_blocked", handle.id)
+
+
+async def test_cancel(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path,
+    worker: Settings, record_dir: Path,
+) -> None:
+    """test_dag.test_child_cancelled_from_outside_blocks_its_dependents_and_ends_the_task
+    and test_organization_edges.test_cancelling_a_task_frees_running_and_queued_slots"""
+    one = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 30}},
+        {"id": "b", "type": "tool", "tool": "echo", "deps": ["a"], "args": {"value": 1}},
+        {"id": "m", "type": "tool", "tool": "echo", "deps": ["a", "x"], "args": {"value": 2}},
+        {"id": "x", "type": "tool", "tool": "echo", "args": {"value": 3}},
+    )), task_id="hist-cancel-step")
+    for _ in range(100):
+        p = await one.query("progress", result_type=Progress)
+        if {s.step_id: s.status for s in p.subtasks}.get("a") is Status.RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    await client.get_workflow_handle(f"{one.id}/a").cancel()
+    result = await asyncio.wait_for(outcome(one), timeout=20)
+    assert result.status is Status.FAILED
+    assert by_step(result)["a"].status is Status.CANCELLED
+    assert by_step(result)["m"].status is Status.BLOCKED
+
+    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
+        two = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 20},
+             "assignee": "writer"},
+            {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
+             "assignee": "writer"}), assignee="research-lead"), task_id="hist-cancel-task")
+        for _ in range(100):
+            if {r["state"] for r in await held(deps, two.id)} == {"running", "queued"}:
+                break
+            await asyncio.sleep(0.1)
+        assert {r["state"] for r in await held(deps, two.id)} == {"running", "queued"}
+        await two.cancel()
+        result = await asyncio.wait_for(outcome(two), 30)
+        assert result.status is Status.CANCELLED
+        await record(client, record_dir, "cancel", one.id, two.id)
+
+
+async def test_agent_tools(
+    client: Client, worker: Settings, llm: FakeLLM, record_dir: Path
+) -> None:
+    """test_agent.test_agent_calls_tools_then_answers_and_accounts_for_every_token, with a
+    search step beside the write step"""
+    llm.script_for("ask echo", Scripted(tool_calls=[
+        call("echo", {"value": "pong"}), call("concat", {"parts": ["a", "b"]}, "call_2")]),
+        Scripted("The answer is pong ab."))
+    llm.script_for("look it up", Scripted(tool_calls=[call("echo", {"value": "found"})]),
+                   Scripted("Found it."))
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "w", "type": "write", "title": "Play ping", "description": "ask echo"},
+        {"id": "s", "type": "search", "title": "Search", "description": "look it up",
+         "deps": ["w"]})), task_id="hist-agent")
+    result = await outcome(handle)
+    assert result.status is Status.COMPLETED, result.error
+    assert by_step(result)["w"].output == "The answer is pong ab."
+    assert by_step(result)["s"].output == "Found it."
+    await record(client, record_dir, "agent_tools", handle.id)
+
+
+@pytest_asyncio.fixture
+async def org(client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+              ) -> AsyncIterator[Settings]:
+    """The example org, every manager deciding by hand (test_organization's org_worker)."""
+    async with org_workers(client, deps, database_url, llm, tmp_path) as settings:
+        yield settings
+
+
+@contextlib.asynccontextmanager
+async def playing_people(client: Client, deps: Deps, task_id: str, *, reject_once: str = "",
+                         replan: dict[str, Any] | None = None) -> AsyncIterator[list[str]]:
+    log: list[str] = []
+    bot = asyncio.create_task(referee(client, Store(deps.pool), task_id,
+                                      reject_once=reject_once,
+                                      replan=replan or {"steps": []}, log=log))
+    try:
+        yield log
+    finally:
+        bot.cancel()
+
+
+async def test_review_reject_approve(
+    client: Client, org: Settings, llm: FakeLLM, deps: Deps, record_dir: Path
+) -> None:
+    """test_organization: the draft rejected once by its human reviewer, then approved"""
+    llm.script_for("add the numbers", "A note with the numbers.")
+    llm.script_for("draft a note", "A note.")
+    handle = await start_task(client, org, TaskInput(plan=plan_of(
+        {"id": "note", "type": "write", "description": "draft a note", "assignee": "writer"}),
+        assignee="research-lead"), task_id="hist-review")
+    async with playing_people(client, deps, handle.id, reject_once="note") as log:
+        result = await asyncio.wait_for(outcome(handle), timeout=60)
+    assert result.status is Status.COMPLETED, (result.error, log)
+    assert by_step(result)["note"].output == "A note with the numbers."
+    assert log[0] == f"reject {handle.id}/note by research-lead"
+    await record(client, record_dir, "review_reject_approve", handle.id)
+
+
+async def test_escalation_replan(
+    client: Client, org: Settings, deps: Deps, record_dir: Path
+) -> None:
+    """test_organization: a failing lookup escalates to its manager, who replans it"""
+    handle = await start_task(client, org, TaskInput(plan=plan_of(
+        {"id": "lookup", "type": "tool", "tool": "fail", "args": {"message": "source down"},
+         "assignee": "searcher"},
+        {"id": "use", "type": "tool", "tool": "concat", "deps": ["lookup"],
+         "args": {"parts": ["got ", "${lookup}"]}, "assignee": "searcher"}),
+        assignee="research-lead"), task_id="hist-escalation")
+    backup = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
+                         "args": {"value": "facts from the backup"}}]}
+    async with playing_people(client, deps, handle.id, replan=backup) as log:
+        await wait_for_status(Store(deps.pool), f"{handle.id}/lookup", "BLOCKED")
+        result = await asyncio.wait_for(outcome(handle), timeout=60)
+    assert result.status is Status.COMPLETED, (result.error, log)
+    assert f"replan {handle.id}/lookup by research-lead" in log
+    assert by_step(result)["use"].output == "got facts from the backup"
+    await record(client, record_dir, "escalation_replan", handle.id)
+
+
+async def test_delegation_two_levels(
+    client: Client, org: Settings, llm: FakeLLM, deps: Deps, record_dir: Path
+) -> None:
+    """test_organization.test_delegation_review_and_escalation_through_the_example_org"""
+    llm.script_for("Compare the numbers with the facts", Scripted(plan(
+        {"id": "analysis", "type": "write", "title": "Crunch the numbers",
+         "description": "numbers work", "skills": ["python", "data"],
+         "assignee": "eng-lead"},
+        {"id": "facts", "type": "search", "title": "Gather facts", "description": "facts work",
+         "skills": ["search"], "assignee": "research-lead"},
+        {"id": "report", "type": "write", "title": "Write the report",
+         "description": "report work", "deps": ["analysis", "facts"],
+         "skills": ["writing"], "assignee": "research-lead"})))
+    llm.script_for("numbers work", Scripted(plan(
+        {"id": "crunch", "type": "code", "code": "print(sum(range(10)))",
+         "skills": ["data"], "assignee": "data-eng"})))
+    llm.script_for("facts work", Scripted(plan(
+        {"id": "lookup", "type": "tool", "tool": "fail", "args": {"message": "source down"},
+         "skills": ["search"], "assignee": "searcher"})))
+    llm.script_for("report work", Scripted(plan(
+        {"id": "draft", "type": "write", "description": "draft it", "skills": ["writing"],
+         "assignee": "writer"})))
+    llm.script_for("add the numbers", "Report v2: the sum is 45.")
+    llm.script_for("draft it", "Report v1.")
+    handle = await start_task(client, org, TaskInput(
+        prompt="Compare the numbers with the facts and report", creator="alice"),
+        task_id="hist-delegation")
+    backup = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
+                         "args": {"value": "facts from the backup"}}]}
+    async with playing_people(client, deps, handle.id, reject_once="draft",
+                              replan=backup) as log:
+        result = await asyncio.wait_for(outcome(handle), timeout=90)
+    assert result.status is Status.COMPLETED, (result.error, log)
+    assert by_step(result)["report"].output == "Report v2: the sum is 45."
+    written = {workflow_id_of(p) for p in
+               await record(client, record_dir, "delegation_two_levels", handle.id)}
+    t = handle.id
+    assert {f"{t}/analysis", f"{t}/analysis/sub1", f"{t}/analysis/sub1/crunch"} <= written
+
+
+async def test_queued_capacity(
+    client: Client, org: Settings, deps: Deps, record_dir: Path
+) -> None:
+    """test_organization.test_work_waits_queued_until_its_agent_has_room"""
+    handle = await start_task(client, org, TaskInput(plan=plan_of(
+        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
+         "assignee": "writer"},
+        {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
+         "assignee": "writer"}), assignee="research-lead"), task_id="hist-queued")
+    store = Store(deps.pool)
+    seen_queued = False
+    for _ in range(100):
+        rows = await store.pool.fetch(
+            "SELECT status, waiting_for FROM subtasks WHERE task_id = $1", handle.id)
+        if any(r["status"] == "QUEUED" and "writer" in (r["waiting_for"] or "") for r in rows):
+            seen_queued = True
+            break
+        await asyncio.sleep(0.05)
+    assert seen_queued
+    async with playing_people(client, deps, handle.id):
+        result = await asyncio.wait_for(outcome(handle), timeout=30)
+    assert result.status is Status.COMPLETED, result.error
+    await record(client, record_dir, "queued_capacity", handle.id)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print(__doc__)
+        return 2
+    env = {**os.environ, ENV: str(Path(argv[0]).resolve())}
+    return subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p",
+                           "no:cacheprovider", *argv[1:]], env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
