@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from models.instants import UtcDatetime
 from models.plan import Plan, PlanStep
 from models.task import Metrics, Priority, Status
 
@@ -50,7 +51,8 @@ class TaskInput(BaseModel):
     plan: Plan | None = None
     title: str = ""
     priority: Priority = Priority.MEDIUM
-    deadline: datetime | None = None
+    deadline: UtcDatetime | None = Field(
+        None, description="an ISO 8601 instant; without an offset it is read as UTC")
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_steps: int | None = Field(None, ge=1, le=1000)
@@ -188,6 +190,11 @@ class SubtaskView(BaseModel):
     error: str | None = None
     progress: float = Field(0.0, ge=0, le=1)
     detail: str = ""
+    waiting_for: str | None = Field(None, description="QUEUED: the agent(s) it waits for; "
+                                    "REVIEWING: the reviewer; BLOCKED: the escalation holder")
+    review_round: int | None = Field(None, description="REVIEWING: the round a verdict answers")
+    escalation_id: str | None = Field(None, description="BLOCKED: the open escalation")
+    refusals: list[str] = Field(default_factory=list, description="signals refused, newest last")
 
 
 class TaskResult(BaseModel):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from models.instants import UtcDatetime
 from models.task import Priority, StepType
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -40,7 +40,8 @@ class PlanStep(BaseModel):
     priority: Priority = Priority.MEDIUM
     skills: list[str] = Field(default_factory=list, description="skills the work needs")
     assignee: str | None = Field(None, description="the agent to give it to, if the plan says")
-    deadline: datetime | None = None
+    deadline: UtcDatetime | None = Field(
+        None, description="an ISO 8601 instant; without an offset it is read as UTC")
     estimated_duration_s: float | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)

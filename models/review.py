@@ -24,6 +24,10 @@ class ReviewInput(BaseModel):
     reviewer_id: str = Field(min_length=1)
     decision: Decision
     feedback: str = ""
+    round: int | None = Field(
+        None, ge=1, description="the review round this answers (the step's `progress` query "
+        "and `beestown tree` show the open one); a decision for a round no longer open is "
+        "refused as stale. Omitted: the round open when it arrives")
 
     @model_validator(mode="after")
     def _reject_says_why(self) -> ReviewInput:
@@ -63,6 +67,10 @@ class ResolveEscalation(BaseModel):
     assignee: str | None = Field(None, description="with reassign: the new assignee")
     plan: Plan | None = Field(None, description="with replan: the sub-plan replacing the step")
     note: str = ""
+    escalation_id: str | None = Field(
+        None, description="the escalation this answers (`<subtask>#<n>`, as `beestown "
+        "escalations` lists it); a decision for one no longer open is refused as stale. "
+        "Omitted: the escalation open when it arrives")
 
     @model_validator(mode="after")
     def _complete(self) -> ResolveEscalation:

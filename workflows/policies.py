@@ -61,5 +61,10 @@ CHILD_TASK_TIMEOUT = timedelta(seconds=3)
 # A code step the model writes gets this many more tries, each told the last error.
 CODE_FIX_ATTEMPTS = 2
 
+# An escalation holder's model may answer `retry` to a step's trouble this many times per
+# level of the chain; one more and the trouble climbs (a model that always says retry
+# looped about four times a second for ever). People's decisions are not capped.
+MODEL_RETRIES_PER_LEVEL = 2
+
 # A queued subtask is woken by the slot it waits for; it also asks again this often.
 QUEUE_RECHECK = timedelta(seconds=30)

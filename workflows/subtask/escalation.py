@@ -1,15 +1,23 @@
 """The escalation ladder: trouble climbs the assignee's chain of managers until one decides.
 
 Each holder decides by its review policy: `llm` asks its model, `human` waits for the
-`resolve_escalation` update (for `escalation_timeout_s`, then the trouble climbs), `auto`
-passes it up. The root waits for a person. A decision is carried out here: retry and
-reassign mean work again, replan runs a new sub-plan as a nested task, skip ends the step.
+`resolve_escalation` update or signal (for `escalation_timeout_s`, then the trouble
+climbs), `auto` passes it up. The root waits for a person. A decision is carried out here:
+retry and reassign mean work again, replan runs a new sub-plan as a nested task, skip ends
+the step (FAILED, its dependents BLOCKED; the rest of the task runs on).
+
+A model cannot loop: its `retry` of the step's trouble is carried out at most
+`policies.MODEL_RETRIES_PER_LEVEL` times per level of the chain, then the trouble climbs
+(at the top, a person decides); a model call that fails or gives no usable decision
+counts as no decision and climbs too. People's decisions are never capped.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
 
@@ -28,11 +36,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.task import Status
     from workflows import policies
-    from workflows.failures import failure_message
+    from workflows.failures import ACTIVITY_FAILURES, describe, failure_message
     from workflows.subtask.outcomes import WORK_AGAIN, Done, ReplanFailed, Trouble, WorkAgain
     from workflows.subtask.slots import Slots
     from workflows.subtask.state import Records, StepState
     from workflows.subtask.work import Work
+
+
+# Patches (workflow.patched): histories recorded before them replay the old behaviour.
+MODEL_FAILURE_CLIMBS = "escalation-model-failure-climbs"
+MODEL_RETRY_CAP = "escalation-model-retry-cap"
 
 
 class Ladder:
@@ -48,6 +61,7 @@ class Ladder:
         self.escalations_opened = 0  # numbers each escalation (its id's sequence)
         self.open: Escalation | None = None
         self._decision: ResolveEscalation | None = None
+        self.model_retries: dict[int, int] = {}  # by level: retries decided by a model
 
     async def resolve(self, trouble: Trouble) -> Done | WorkAgain:
         """Escalate until a decision is carried out: work again, or a replan's output.
@@ -83,7 +97,9 @@ class Ladder:
                 seq=self.escalations_opened, reason=reason, error=error, holder=holder,
                 level=level, chain=chain, opened_at=workflow.now())
             self.open = esc
-            self._state.status, self._state.detail = Status.BLOCKED, f"escalated to {holder}"
+            state = self._state
+            state.status, state.detail = Status.BLOCKED, f"escalated to {holder}"
+            state.waiting_for, state.escalation_id = holder, esc.id
             await workflow.execute_activity_method(
                 OrgActivities.record_escalation, EscalationRequest(escalation=esc),
                 start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
@@ -91,18 +107,20 @@ class Ladder:
             policy = self._slots.people.policies.get(holder, ReviewPolicy.HUMAN)
             decision: ResolveEscalation | None = None
             if policy is ReviewPolicy.LLM:
-                decision = await workflow.execute_activity_method(
-                    OrgActivities.decide_escalation_with_llm,
-                    EscalationRequest(escalation=esc, description=f"{inp.step.title}\n"
-                                      f"{inp.step.description}"),
-                    task_queue=inp.routing.llm_queue,
-                    start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
-                    retry_policy=policies.LLM_RETRY,
-                )
+                decision = await self._ask_model(esc)
                 if self._decision is not None:  # a person answered meanwhile: theirs wins
                     decision, self._decision = self._decision, None
+                elif decision is None:  # no usable decision: the next one up decides
+                    if not top:
+                        level += 1
+                        continue
                 elif decision.action is Action.ESCALATE and top:
                     decision = None  # the root's model passes: a person decides
+                elif decision.action is Action.RETRY and self._model_retried_enough(level):
+                    if not top:
+                        level += 1  # this level's model keeps retrying: climb
+                        continue
+                    decision = None  # the root's model keeps retrying: a person decides
             elif policy is ReviewPolicy.AUTO and not top:
                 level += 1  # an 'auto' manager passes trouble up
                 continue
@@ -122,12 +140,43 @@ class Ladder:
                 continue
             self.open = None
             self._decision = None
+            state.waiting_for, state.escalation_id = None, None
             await workflow.execute_activity_method(
                 OrgActivities.close_escalation,
                 CloseEscalation(escalation_id=esc.id, decision=decision),
                 start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
             )
             return decision
+
+    async def _ask_model(self, esc: Escalation) -> ResolveEscalation | None:
+        """The holder's model decides; None when it could not (failed, unusable, budget)."""
+        inp = self._inp
+        call = workflow.execute_activity_method(
+            OrgActivities.decide_escalation_with_llm,
+            EscalationRequest(escalation=esc, description=f"{inp.step.title}\n"
+                              f"{inp.step.description}"),
+            task_queue=inp.routing.llm_queue,
+            start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
+            retry_policy=policies.LLM_RETRY,
+        )
+        if not workflow.patched(MODEL_FAILURE_CLIMBS):
+            return await call  # histories from before the patch fail the step here
+        try:
+            return await call
+        except ACTIVITY_FAILURES as e:
+            if isinstance(e.cause, CancelledError):
+                raise asyncio.CancelledError from e
+            workflow.logger.warning("%s's model gave no decision on %s: %s", esc.holder,
+                                    esc.id, failure_message(e))
+            return None
+
+    def _model_retried_enough(self, level: int) -> bool:
+        """Count a model's retry at `level`; True when it is one too many (then it climbs)."""
+        done = self.model_retries.get(level, 0)
+        if done < policies.MODEL_RETRIES_PER_LEVEL or not workflow.patched(MODEL_RETRY_CAP):
+            self.model_retries[level] = done + 1
+            return False
+        return True
 
     async def _carry_out(self, decision: ResolveEscalation, error: str) -> Done | WorkAgain:
         inp, state = self._inp, self._state
@@ -161,10 +210,14 @@ class Ladder:
                                f"{failure_message(e)}") from e
 
     def check(self, decision: ResolveEscalation) -> None:
-        """Refuse a decision nobody waits for, from below the holder, or impossible."""
+        """Refuse a decision nobody waits for, a stale one, one from below the holder, or an
+        impossible one (ValueError, naming what is wrong and who may act)."""
         esc = self.open
         if esc is None or self._decision is not None:
             raise ValueError(f"{workflow.info().workflow_id} has no open escalation")
+        if decision.escalation_id is not None and decision.escalation_id != esc.id:
+            raise ValueError(f"escalation {decision.escalation_id} is no longer open: "
+                             f"{esc.id} is (stale decision)")
         allowed = esc.chain[esc.level:]
         if decision.by not in allowed:
             raise ValueError(f"{decision.by} cannot decide this escalation; it is held by "
@@ -183,6 +236,21 @@ class Ladder:
         if esc is None:  # the validator refuses this
             raise ApplicationError("no open escalation")
         return esc
+
+    async def signalled(self, payload: Any) -> None:
+        """The `resolve_escalation` signal: apply the decision if the update would take it;
+        otherwise change nothing and record the refusal (query, events, worker log)."""
+        try:
+            decision = ResolveEscalation.model_validate(payload)
+            self.check(decision)
+        except ValidationError as e:
+            await self._records.refused("resolve_escalation",
+                                        f"malformed decision: {describe(e)}", payload)
+            return
+        except ValueError as e:
+            await self._records.refused("resolve_escalation", str(e), payload)
+            return
+        self.accept(decision)
 
     async def close_unanswered(self) -> None:
         """On the way out (cancelled, failed): close an escalation nobody answered."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import workflow
 
@@ -13,6 +14,10 @@ with workflow.unsafe.imports_passed_through():
     from models.review import NoteInput
     from models.task import Status
     from workflows import policies
+
+
+# The `progress` query shows this many of the latest refused signals.
+REFUSALS_SHOWN = 10
 
 
 @dataclass
@@ -26,6 +31,10 @@ class StepState:
     fraction: float = 0.0
     error: str | None = None
     output: StepOutput | None = None
+    waiting_for: str | None = None  # the person or agent it waits for, when it waits
+    review_round: int | None = None  # the review round open now
+    escalation_id: str | None = None  # the escalation open now
+    refusals: list[str] = field(default_factory=list)  # signals refused, newest last
 
     def progress(self, fraction: float, detail: str) -> None:
         self.fraction, self.detail = fraction, detail
@@ -40,6 +49,10 @@ class StepState:
             error=self.error,
             progress=1.0 if self.status is Status.COMPLETED else self.fraction,
             detail=self.detail,
+            waiting_for=self.waiting_for,
+            review_round=self.review_round,
+            escalation_id=self.escalation_id,
+            refusals=list(self.refusals[-REFUSALS_SHOWN:]),
         )
 
 
@@ -67,6 +80,15 @@ class Records:
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
         )
 
+    async def refused(self, signal: str, why: str, payload: Any) -> None:
+        """A signal was refused and changed nothing: say so in the step's query, the worker
+        log and (with an org chart) the events table, where operators look."""
+        self._state.refusals.append(f"{signal}: {why}")
+        workflow.logger.warning("refused signal %r for %s: %s", signal,
+                                workflow.info().workflow_id, why)
+        await self.note("signal_refused", data={"signal": signal, "reason": why,
+                                                "payload": _preview(payload)})
+
     async def failed(self, error: str) -> None:
         """The step failed for good: FAILED, with the error, here and in the store."""
         self._state.error, self._state.status = error, Status.FAILED
@@ -86,3 +108,9 @@ class Records:
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
         )
+
+
+def _preview(payload: Any, limit: int = 500) -> str:
+    """What the refused payload looked like, cut to `limit` characters for the store."""
+    text = repr(payload)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities import errors
     from activities.steps import SubtaskActivities
     from activities.tools import ToolActivities
+    from models.instants import as_utc
     from models.io import (
         RecordResultInput,
         StepOutcome,
@@ -36,6 +37,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.subtask.outcomes import DeadlinePassed, Done, Trouble
     from workflows.subtask.slots import Slots
     from workflows.subtask.state import StepState
+
+
+# Patch (workflow.patched): a step already past its deadline escalates without starting
+# its work; histories from before it started the work and cancelled it 1 ms later.
+PAST_DEADLINE_AT_ONCE = "past-deadline-escalates-at-once"
 
 
 class Work:
@@ -89,10 +95,14 @@ class Work:
         return Done(outcome)
 
     async def _with_deadline(self, run: StepRun) -> StepOutcome:
-        deadline = run.step.deadline
-        if deadline is None or self.deadline_waived:
+        if run.step.deadline is None or self.deadline_waived:
             return await self._execute(run)
+        deadline = as_utc(run.step.deadline)  # inputs recorded before UTC-only deadlines
+        when = deadline.strftime("%Y-%m-%d %H:%M:%S")
         left = (deadline - workflow.now()).total_seconds()
+        if left <= 0 and workflow.patched(PAST_DEADLINE_AT_ONCE):
+            self.deadline_waived = True  # whoever decides has seen it
+            raise DeadlinePassed(f"step {run.step.id} is past its deadline {when} UTC")
         work = asyncio.create_task(self._execute(run))
         try:
             await workflow.wait_condition(work.done, timeout=max(left, 0.001))
@@ -103,7 +113,6 @@ class Work:
             with contextlib.suppress(asyncio.CancelledError, *ACTIVITY_FAILURES):
                 await work
             self.deadline_waived = True  # whoever decides has seen it
-            when = deadline.strftime("%Y-%m-%d %H:%M:%S")
             raise DeadlinePassed(
                 f"step {run.step.id} passed its deadline {when} UTC") from None
         return await work

@@ -13,6 +13,7 @@ through the parent.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -93,6 +94,12 @@ class SubtaskWorkflow:
     def _check_review(self, verdict: ReviewInput) -> None:
         self._review.check(verdict)
 
+    @workflow.signal(name="review")
+    async def review_signal(self, payload: Any) -> None:
+        """The `review` update's verdict as a signal: durable while no worker runs, and
+        sendable from `temporal workflow signal` or the Web UI; a refusal is recorded."""
+        await self._review.signalled(payload)
+
     @workflow.update(name="resolve_escalation")
     async def resolve_escalation(self, decision: ResolveEscalation) -> Escalation:
         """Decide an open escalation: retry, reassign, replan, skip or escalate further."""
@@ -103,6 +110,11 @@ class SubtaskWorkflow:
         self._ladder.check(decision)
 
     # -- the step's life --------------------------------------------------------------------
+    @workflow.signal(name="resolve_escalation")
+    async def resolve_escalation_signal(self, payload: Any) -> None:
+        """The `resolve_escalation` update's decision as a signal (refusals recorded)."""
+        await self._ladder.signalled(payload)
+
     @workflow.run
     async def run(self, inp: SubtaskInput) -> SubtaskResult:
         try:
@@ -153,6 +165,7 @@ class SubtaskWorkflow:
             "completed", status=Status.COMPLETED if self._slots.reviewed else None,
             data={"to": reviewer or "", "summary": outcome.output.summary})
         delivered = await self._release(self._inp.notify, outcome.output)
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return SubtaskResult(
             step_id=self._inp.step.id,
             status=Status.COMPLETED,
@@ -169,6 +182,7 @@ class SubtaskWorkflow:
         await self._ladder.close_unanswered()
         if cancelled and self._state.status not in (Status.PENDING, Status.CANCELLED):
             await self._records.cancelled()
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     async def _release(self, notify: list[str], output: StepOutput) -> list[str]:
         """Signal each dependent that this step is done; return those that got it.
