@@ -7,13 +7,10 @@ replayed activity never duplicates a row or moves a status backwards.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from temporalio.exceptions import ApplicationError
 
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
@@ -26,15 +23,6 @@ class NotFound(LookupError):
 
 class TaskIdReused(ValueError):
     """A new workflow run reuses the id of a task the store already holds."""
-
-
-@contextlib.contextmanager
-def refusals_are_final() -> Iterator[None]:
-    """Turn the store's refusals into non-retryable activity errors: a retry cannot help."""
-    try:
-        yield
-    except (InvalidTransition, NotFound, TaskIdReused) as e:
-        raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from e
 
 
 class Store:
