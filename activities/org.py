@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -31,6 +32,8 @@ from runtime.llm.metered import Charge, MeteredLLM
 from runtime.llm.prompts import DECISION_SCHEMA, ESCALATION_SYSTEM, REVIEW_SYSTEM, VERDICT_SCHEMA
 from runtime.org_store import OrgStore, people_for
 from runtime.store import Store
+
+T = TypeVar("T")
 
 
 def _slot_key(subtask_id: str, attempt: int) -> str:
@@ -150,40 +153,42 @@ class OrgActivities:
     @boundary
     async def review_with_llm(self, inp: ReviewRequest) -> ReviewInput:
         """Let the reviewing manager's model approve or reject (with feedback)."""
-        data = await self._ask(REVIEW_SYSTEM, f"# Step\n{inp.description}\n\n# Result (round "
-                               f"{inp.round + 1})\n{inp.output_preview}", VERDICT_SCHEMA,
-                               Charge(key=usage_key(), task_id=inp.task_id, purpose="review",
-                                      subtask_id=inp.subtask_id, budgets=inp.budgets))
-        try:
+        user = (f"# Step\n{inp.description}\n\n# Result (round {inp.round + 1})\n"
+                f"{inp.output_preview}")
+        charge = Charge(key=usage_key(), task_id=inp.task_id, subtask_id=inp.subtask_id,
+                        purpose="review", budgets=inp.budgets)
+
+        def verdict(data: Any) -> ReviewInput:
             return ReviewInput(reviewer_id=inp.reviewer_id, decision=data["decision"],
                                feedback=str(data.get("feedback", "")))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ApplicationError(f"the reviewer's model gave no verdict: {e}",
-                                   type=BAD_LLM_REPLY) from e
+
+        return await self._ask(REVIEW_SYSTEM, user, VERDICT_SCHEMA, charge, verdict)
 
     @activity.defn(name="decide_escalation_with_llm")
     @boundary
     async def decide_escalation_with_llm(self, inp: EscalationRequest) -> ResolveEscalation:
         """Let the holding manager's model decide: retry, skip or escalate."""
         e = inp.escalation
-        data = await self._ask(ESCALATION_SYSTEM, f"# Step\n{inp.description}\n\n# Trouble "
-                               f"({e.reason.value})\n{e.error}", DECISION_SCHEMA,
-                               Charge(key=usage_key(), task_id=e.task_id, purpose="escalation",
-                                      subtask_id=e.subtask_id, budgets=inp.budgets))
-        try:
-            return ResolveEscalation(by=e.holder, action=data["action"],
-                                     note=str(data.get("note", "")))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ApplicationError(f"the manager's model gave no decision: {err}",
-                                   type=BAD_LLM_REPLY) from err
+        charge = Charge(key=usage_key(), task_id=e.task_id, subtask_id=e.subtask_id,
+                        purpose="escalation", budgets=inp.budgets)
+        return await self._ask(
+            ESCALATION_SYSTEM, f"# Step\n{inp.description}\n\n# Trouble ({e.reason.value})\n"
+            f"{e.error}", DECISION_SCHEMA, charge,
+            lambda data: ResolveEscalation(by=e.holder, action=data["action"],
+                                           note=str(data.get("note", ""))))
 
-    async def _ask(self, system: str, user: str, schema: dict[str, Any], charge: Charge) -> Any:
-        """Return the JSON the manager's model answers with (metered like every call)."""
+    async def _ask(self, system: str, user: str, schema: dict[str, Any], charge: Charge,
+                   read: Callable[[Any], T]) -> T:
+        """Return what `read` makes of the JSON the manager's model answers with.
+
+        The call is metered like every model call; a reply `read` cannot use is a
+        BAD_LLM_REPLY (retried: the model may do better).
+        """
         reply, _ = await self.llm.call([{"role": "system", "content": system},
                                         {"role": "user", "content": user}], charge,
                                        schema=schema)
         try:
-            return extract_json(reply.text)
-        except InvalidPlan as e:
-            raise ApplicationError(f"the manager's model gave no JSON: {e}",
+            return read(extract_json(reply.text))
+        except (InvalidPlan, KeyError, TypeError, ValueError) as e:
+            raise ApplicationError(f"the {charge.purpose} model gave no usable answer: {e}",
                                    type=BAD_LLM_REPLY) from e

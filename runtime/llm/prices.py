@@ -20,18 +20,12 @@ class PriceTableError(UsageError):
 
 # USD per 1M tokens (input / output), OpenAI list prices; a price file overrides them.
 DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-4o-mini": Price(input=0.15, output=0.60),
-    "gpt-4o": Price(input=2.50, output=10.00),
-    "gpt-4.1": Price(input=2.00, output=8.00),
-    "gpt-4.1-mini": Price(input=0.40, output=1.60),
-    "gpt-4.1-nano": Price(input=0.10, output=0.40),
-    "gpt-4-turbo": Price(input=10.00, output=30.00),
-    "gpt-4": Price(input=30.00, output=60.00),
-    "gpt-3.5-turbo": Price(input=0.50, output=1.50),
-    "o1": Price(input=15.00, output=60.00),
-    "o3": Price(input=2.00, output=8.00),
-    "o3-mini": Price(input=1.10, output=4.40),
-    "o4-mini": Price(input=1.10, output=4.40),
+    name: Price(input=i, output=o) for name, (i, o) in {
+        "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00),
+        "gpt-4.1": (2.00, 8.00), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
+        "gpt-4-turbo": (10.00, 30.00), "gpt-4": (30.00, 60.00), "gpt-3.5-turbo": (0.50, 1.50),
+        "o1": (15.00, 60.00), "o3": (2.00, 8.00), "o3-mini": (1.10, 4.40), "o4-mini": (1.10, 4.40),
+    }.items()
 }
 
 def load_prices(path: Path | str, *, with_defaults: bool = True) -> dict[str, Price]:
