@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # bubblewrap is the local sandbox backend: code cells run inside bwrap namespaces.
 # Debian's own python3 (3.11 on bookworm) is the sandbox's base interpreter: it lives
-# under /usr, which every sandbox binds read-only (activities/sandbox/setup.py); the
+# under /usr, which every sandbox binds read-only (runtime/sandbox/setup.py); the
 # image's /usr/local python runs the worker.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap python3 python3-venv \
@@ -39,6 +39,6 @@ RUN pip install --no-deps .
 USER beestown
 # Batteries (the sandbox's venv) go to $BEESTOWN_STATE_DIR/sandbox-env as the run-time
 # user, which is where the worker looks for them when it is not root.
-RUN python -m activities.sandbox.setup
+RUN python -m runtime.sandbox.setup
 
 ENTRYPOINT ["python", "worker.py"]

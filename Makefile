@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 .PHONY: setup system demo test stop lint bench
 
 setup: system $(VENV)/.installed
-	$(BIN)/python -m activities.sandbox.setup
+	$(BIN)/python -m runtime.sandbox.setup
 
 # bubblewrap is the local sandbox; the worker refuses code steps without it.
 system:

@@ -47,11 +47,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 import starter
-from activities.db import create_pool, resolve_dsn
-from activities.store import NotFound, Store
 from models.io import Progress, SubtaskView, TaskResult
 from models.org import InvalidOrg
-from models.plan import InvalidPlan, load_plan_file
+from models.plan import InvalidPlan
 from models.review import (
     Action,
     Decision,
@@ -60,8 +58,11 @@ from models.review import (
     ReviewAck,
     ReviewInput,
 )
-from models.settings import Settings
 from models.task import TERMINAL, Status
+from runtime.db import create_pool, resolve_dsn
+from runtime.documents import load_plan
+from runtime.settings import Settings
+from runtime.store import NotFound, Store
 from workflows.failures import failure_message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = starter.EXIT_OK, starter.EXIT_FAILED, starter.EXIT_USAGE
@@ -405,7 +406,7 @@ async def cmd_resolve(args: argparse.Namespace, s: Session) -> int:
     plan = None
     if args.plan is not None:
         try:
-            plan = load_plan_file(args.plan, max_steps=s.settings.max_plan_steps)
+            plan = load_plan(args.plan, max_steps=s.settings.max_plan_steps)
         except InvalidPlan as e:
             raise BadUsage("invalid plan:\n  " + "\n  ".join(e.errors)) from e
     try:
@@ -465,7 +466,7 @@ async def cmd_escalations(args: argparse.Namespace, s: Session) -> int:
 
 # -- beneath: a manager's view ---------------------------------------------------------------
 async def cmd_beneath(args: argparse.Namespace, s: Session) -> int:
-    from activities.org import OrgStore  # imported here: it pulls in the LLM client
+    from runtime.org_store import OrgStore  # imported here: it pulls in the LLM client
 
     pool = await s.pool()
     try:
@@ -545,8 +546,9 @@ async def cmd_cancel(args: argparse.Namespace, s: Session) -> int:
 
 # -- org ---------------------------------------------------------------------------------------
 async def cmd_org_load(args: argparse.Namespace, s: Session) -> int:
-    from activities.org import OrgStore  # imported here: it pulls in the LLM client
-    from models.org import InvalidOrg, load_org
+    from models.org import InvalidOrg
+    from runtime.documents import load_org
+    from runtime.org_store import OrgStore  # imported here: it pulls in the LLM client
 
     try:
         chart = load_org(args.file)
@@ -568,7 +570,7 @@ async def cmd_org_load(args: argparse.Namespace, s: Session) -> int:
 
 
 async def cmd_org_show(args: argparse.Namespace, s: Session) -> int:
-    from activities.org import OrgStore  # imported here: it pulls in the LLM client
+    from runtime.org_store import OrgStore  # imported here: it pulls in the LLM client
 
     store = OrgStore(await s.pool())
     count = await store.pool.fetchval("SELECT count(*) FROM agents WHERE removed_at IS NULL")

@@ -32,9 +32,10 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError
 
 from models.io import Progress, TaskInput, TaskResult
-from models.plan import InvalidPlan, load_plan_file
-from models.settings import Settings
+from models.plan import InvalidPlan
 from models.task import Priority, Status
+from runtime.documents import load_plan
+from runtime.settings import Settings
 from workflows.failures import failure_message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -133,7 +134,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     plan = None
     if args.plan:
         try:
-            plan = load_plan_file(args.plan, max_steps=settings.max_plan_steps)
+            plan = load_plan(args.plan, max_steps=settings.max_plan_steps)
         except InvalidPlan as e:
             console.print("[red]invalid plan:[/] " + "\n  ".join(e.errors))
             return EXIT_USAGE

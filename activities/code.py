@@ -15,11 +15,13 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.sandbox import SandboxFactory, SandboxInfraError, SandboxUnavailable
+from activities.boundary import boundary
+from activities.errors import SANDBOX_UNAVAILABLE
 from activities.steps import StepBook, summarize
 from models.io import StepOutcome, StepRun
 from models.sandbox import CellResult
 from models.task import Artifact, Metrics, Result
+from runtime.sandbox import SandboxFactory, SandboxInfraError
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +62,14 @@ class CodeActivities:
         self.unavailable = unavailable
 
     @activity.defn(name="run_code_step")
+    @boundary
     async def run_code_step(self, run: StepRun) -> StepOutcome:
         """Run the step's code with `inputs` bound; stdout is its output unless it sets `result`."""
         if self.factory is None:
             raise ApplicationError(
                 "code steps are refused on this worker because the sandbox is unavailable: "
                 f"{self.unavailable or 'no sandbox configured'}",
-                type="SandboxUnavailable",
+                type=SANDBOX_UNAVAILABLE,
                 non_retryable=True,
             )
         started = datetime.now(UTC)
@@ -76,9 +79,9 @@ class CodeActivities:
         beat = asyncio.create_task(_heartbeat_forever())
         try:
             session = await self.factory.open()
-        except SandboxUnavailable as e:
+        except BaseException:
             beat.cancel()
-            raise ApplicationError(str(e), type="SandboxUnavailable", non_retryable=True) from e
+            raise
         try:
             setup = await session.run_cell(_PRELUDE.format(payload=repr(json.dumps(inputs))))
             if setup.error or setup.timed_out:

@@ -20,12 +20,18 @@ Permanent (no retry can fix them; the raising activity also sets ``non_retryable
 
 Retryable: ``BAD_LLM_REPLY``, ``TOOL_UNAVAILABLE``, ``NO_CODE``.
 
+Activities are wrapped in ``activities.boundary.boundary``: the runtime's plain exceptions
+(``runtime.store.NotFound``, ``runtime.llm.client.LLMRequestRejected``,
+``runtime.tools.errors.ToolFailed``...) leave them as ApplicationErrors of these types.
+
 Raised by workflows (the task or step ends with it): ``SUBTASK_FAILED``, ``SKIPPED``,
 ``TASK_FAILED``, ``INVALID_TASK_ID``, ``SPLIT_FAILED``, ``UNKNOWN_STEP_TYPE``,
 ``TURN_CAP_REACHED``.
 """
 
 from __future__ import annotations
+
+# This module imports nothing: workflow code reads it inside Temporal's sandbox.
 
 # -- permanent ------------------------------------------------------------------------
 INVALID_PLAN = "InvalidPlan"
@@ -65,3 +71,4 @@ PERMANENT: tuple[str, ...] = (
     PRICE_TABLE_ERROR, INVALID_TRANSITION, NOT_FOUND, TASK_ID_REUSED, UNKNOWN_AGENT,
     TRANSCRIPT_LOST,
 )
+

@@ -1,171 +1,40 @@
-"""The LLM: an OpenAI-compatible endpoint, the plan splitter and the text steps.
-
-Temporal owns retries, so the client never retries by itself. Failures are classified:
-the network, timeouts, rate limits and 5xx raise as they are (retryable); a request the
-server refuses raises ApplicationError(type="LLMRequestRejected", non_retryable=True).
-"""
+"""The splitter: the model turns a job into a plan, with one repair round trip."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import openai
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.store import Store
-from activities.tokens import cost_usd, count_messages
-from models.io import SplitInput, SplitResult
-from models.plan import InvalidPlan, Plan, parse_plan_text
+from activities.boundary import boundary
+from activities.errors import INVALID_PLAN
+from models.io import Budgets, SplitInput, SplitResult
+from models.plan import InvalidPlan, Plan
 from models.task import Metrics, StepType
-from models.usage import Budget, Price
+from runtime.documents import parse_plan_text
+from runtime.llm.metered import Charge, MeteredLLM
+from runtime.llm.prompts import REPAIR, SPLIT_SYSTEM
 
 log = logging.getLogger(__name__)
 
-_FORMAT_MODES = ("json_schema", "json_object", "none")
 
+def usage_key(n: int = 1) -> str:
+    """Return the key of this activity attempt's `n`th model call: the same on a replay.
 
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass
-class Reply:
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-
-class LLM:
-    """One OpenAI-compatible endpoint and model, with structured output where supported."""
-
-    def __init__(
-        self, *, base_url: str | None, api_key: str | None, model: str, timeout_s: float
-    ) -> None:
-        # The client refuses an empty key even for local servers that ignore it.
-        self.client = AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "unused", max_retries=0, timeout=timeout_s
-        )
-        self.model = model
-        self._format = 0  # index into _FORMAT_MODES; steps down when a server refuses one
-
-    async def complete(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        schema: dict[str, Any] | None = None,
-        tools: list[dict[str, Any]] | None = None,
-    ) -> Reply:
-        """Return the model's reply; with `schema`, ask for JSON in the best way it accepts.
-
-        `tools` are OpenAI function-tool definitions; the reply may then carry tool calls.
-        """
-        while True:
-            mode = _FORMAT_MODES[self._format] if schema is not None else "none"
-            kwargs: dict[str, Any] = {}
-            if tools:
-                kwargs["tools"] = tools
-            if mode == "json_schema" and schema is not None:
-                kwargs["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "plan", "schema": schema},
-                }
-            elif mode == "json_object":
-                kwargs["response_format"] = {"type": "json_object"}
-            try:
-                resp = await self.client.chat.completions.create(
-                    model=self.model, messages=messages, **kwargs  # type: ignore[arg-type]
-                )
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
-                refused_format = any(
-                    w in str(e.message).lower() for w in ("response_format", "json_schema",
-                                                          "json_object", "response format"))
-                if (refused_format and mode != "none"
-                        and self._format < len(_FORMAT_MODES) - 1):
-                    log.warning(
-                        "LLM server refused response_format %s (%s); falling back to %s",
-                        mode, e.status_code, _FORMAT_MODES[self._format + 1],
-                    )
-                    self._format += 1
-                    continue
-                raise _rejected(e) from e
-            except (openai.AuthenticationError, openai.PermissionDeniedError,
-                    openai.NotFoundError) as e:
-                raise _rejected(e) from e
-            if not resp.choices:
-                raise ApplicationError("LLM reply has no choices", type="BadLLMReply")
-            message = resp.choices[0].message
-            usage = resp.usage
-            return Reply(
-                text=message.content or "",
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                tool_calls=[
-                    ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
-                    for c in message.tool_calls or []
-                    if isinstance(c, ChatCompletionMessageFunctionToolCall)
-                ],
-            )
-
-
-def require_llm(llm: LLM | None, *, hint: str = "") -> LLM:
-    """Return `llm`, or raise the non-retryable error that says how to configure one."""
-    if llm is None:
-        raise ApplicationError(
-            "no LLM endpoint is configured on the worker: set OPENAI_BASE_URL (and "
-            "OPENAI_API_KEY, BEESTOWN_MODEL)" + (f", {hint}" if hint else ""),
-            type="LLMNotConfigured",
-            non_retryable=True,
-        )
-    return llm
-
-
-def _rejected(e: openai.APIStatusError) -> ApplicationError:
-    return ApplicationError(
-        f"LLM server refused the request ({e.status_code}): {e.message}",
-        type="LLMRequestRejected",
-        non_retryable=True,
-    )
-
-
-SPLIT_SYSTEM = """You split a job into a dependency graph of steps for BeesTown.
-Reply with one JSON object and nothing else: {{"title": str, "steps": [step, ...]}}.
-A step is {{"id": str (letters, digits, _ . -), "type": "search"|"code"|"tool"|"write",
-"title": str, "description": str, "deps": [ids of steps whose output it needs],
-"skills": [skills the step needs], "assignee": optional agent id}}.
-A code step also has "code": Python source; it reads dependencies' outputs from the dict
-`inputs` (keyed by step id) and prints its output. A tool step has "tool" (one of: {tools})
-and "args" (an object; the string "${{step_id}}" stands for that dependency's output).
-Use at most {max_steps} steps. No cycles; every dep must be the id of another step."""
-
-REPAIR = """Your plan cannot run:
-{errors}
-Reply with the corrected plan as one JSON object, nothing else."""
+    Every attempt's calls are spent (and kept), so the attempt is part of the key.
+    """
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{info.attempt}/{n}"
 
 
 class LLMActivities:
-    """Activities that talk to the model; `llm` is None when no endpoint is configured."""
+    """The splitter; `llm` says "no endpoint configured" when there is none."""
 
-    def __init__(
-        self, *, llm: LLM | None, store: Store, tool_names: list[str],
-        prices: Mapping[str, Price] | None = None,
-    ) -> None:
+    def __init__(self, *, llm: MeteredLLM, tool_names: list[str]) -> None:
         self.llm = llm
-        self.store = store
         self.tool_names = tool_names
-        self.prices = prices
-
-    def _require_llm(self) -> LLM:
-        return require_llm(self.llm, hint="or run an explicit plan with --plan FILE")
 
     def _plan_errors(self, text: str, max_steps: int) -> tuple[Plan | None, list[str]]:
         try:
@@ -180,10 +49,10 @@ class LLMActivities:
         return (None, unknown) if unknown else (plan, [])
 
     @activity.defn(name="split_task")
+    @boundary
     async def split_task(self, inp: SplitInput) -> SplitResult:
         """Ask the model for a plan; one repair round trip; InvalidPlan if it still fails."""
-        llm = self._require_llm()
-        info = activity.info()
+        model = self.llm.model
         messages: list[dict[str, Any]] = [
             {
                 "role": "system",
@@ -195,25 +64,15 @@ class LLMActivities:
         ]
         metrics = Metrics()
         errors: list[str] = []
-        budget = Budget(max_tokens=inp.token_budget, scope="task")
         for round_no in (1, 2):
-            budget.check(await self.store.tokens_used(inp.task_id.split("/", 1)[0]),
-                         count_messages(messages, llm.model))
-            reply = await llm.complete(messages, schema=Plan.model_json_schema())
-            key = f"{info.workflow_id}/{info.activity_id}/{info.attempt}/{round_no}"
-            cost = cost_usd(llm.model, reply.prompt_tokens, reply.completion_tokens, self.prices)
-            await self.store.record_usage(
-                key, task_id=inp.task_id, subtask=None, model=llm.model,
-                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                cost_usd=cost, purpose="split",
-            )
-            metrics.prompt_tokens += reply.prompt_tokens
-            metrics.completion_tokens += reply.completion_tokens
-            metrics.tokens_used = metrics.prompt_tokens + metrics.completion_tokens
-            metrics.cost_usd += cost
+            charge = Charge(key=usage_key(round_no), task_id=inp.task_id, purpose="split",
+                            budgets=Budgets(task_tokens=inp.token_budget))
+            reply, spent = await self.llm.call(messages, charge,
+                                               schema=Plan.model_json_schema())
+            metrics.add(spent)
             plan, errors = self._plan_errors(reply.text, inp.max_steps)
-            await self.store.record_llm_output(
-                key, task_id=inp.task_id, subtask=None, purpose="split", model=llm.model,
+            await self.llm.store.record_llm_output(
+                charge.key, task_id=inp.task_id, subtask=None, purpose="split", model=model,
                 raw=reply.text, valid=plan is not None, errors=errors,
             )
             if plan is not None:
@@ -226,6 +85,6 @@ class LLMActivities:
         raise ApplicationError(
             "the model's plan is invalid after one repair round: " + "; ".join(errors),
             {"errors": errors},
-            type="InvalidPlan",
+            type=INVALID_PLAN,
             non_retryable=True,
         )

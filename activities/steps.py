@@ -12,7 +12,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.store import Store, refusals_are_final
+from activities.boundary import boundary
 from models.io import (
     INLINE_OUTPUT_LIMIT,
     FailSubtaskInput,
@@ -22,6 +22,7 @@ from models.io import (
     StepRun,
 )
 from models.task import InvalidTransition, Result, Status
+from runtime.store import Store
 
 
 def preview(value: Any, *, limit: int = INLINE_OUTPUT_LIMIT) -> tuple[Any, bool]:
@@ -61,10 +62,8 @@ class StepBook:
                                  run.subtask_id)
             return self._outcome(run, done)
         info = activity.info()
-        with refusals_are_final():
-            await self.store.start_subtask(
-                run.subtask_id, attempt=info.attempt, at=datetime.now(UTC)
-            )
+        await self.store.start_subtask(run.subtask_id, attempt=info.attempt,
+                                       at=datetime.now(UTC))
         return None
 
     async def full_inputs(self, run: StepRun) -> dict[str, Any]:
@@ -89,14 +88,10 @@ class StepBook:
         # A result held for review stays RUNNING until the workflow opens the review (and
         # announces REVIEWING): a reviewer who acts on the store's word is never refused.
         done = Status.RUNNING if run.hold_for_review else Status.COMPLETED
-        with refusals_are_final():
-            await self.store.finish_subtask(
-                run.subtask_id,
-                status=done if result.success else Status.FAILED,
-                result=result,
-                error=result.error,
-                at=now,
-            )
+        await self.store.finish_subtask(
+            run.subtask_id, status=done if result.success else Status.FAILED, result=result,
+            error=result.error, at=now,
+        )
         if result.success:
             # Later agents recall finished work by full-text search over these.
             text = result.output if isinstance(result.output, str) else json.dumps(
@@ -133,6 +128,7 @@ class SubtaskActivities:
         self.book = StepBook(store)
 
     @activity.defn(name="record_result")
+    @boundary
     async def record_result(self, inp: RecordResultInput) -> StepOutcome:
         """Store a result produced elsewhere (a nested task) as the subtask's own."""
         started = datetime.now(UTC)
@@ -143,6 +139,7 @@ class SubtaskActivities:
         return await self.book.finish(inp.run, result=result, started=started)
 
     @activity.defn(name="fail_subtask")
+    @boundary
     async def fail_subtask(self, inp: FailSubtaskInput) -> None:
         """Record that a subtask ended without a result (its step raised, or it was cancelled).
 

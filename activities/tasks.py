@@ -6,8 +6,8 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.org import OrgStore
-from activities.store import NotFound, Store, refusals_are_final
+from activities.boundary import boundary
+from activities.errors import UNKNOWN_AGENT
 from models.io import (
     BeginTaskInput,
     BeginTaskResult,
@@ -20,6 +20,8 @@ from models.io import (
 from models.org import InvalidOrg
 from models.plan import graph_errors
 from models.task import Metrics, Status, StepType
+from runtime.org_store import OrgStore
+from runtime.store import NotFound, Store
 
 
 class TaskActivities:
@@ -40,14 +42,14 @@ class TaskActivities:
         self.max_turns = max_turns
 
     @activity.defn(name="begin_task")
+    @boundary
     async def begin_task(self, inp: BeginTaskInput) -> BeginTaskResult:
         """Create the task row; check an explicit plan against this worker's tools."""
         # A task may ask for less than the operator's caps, never more.
         max_steps = min(inp.task.max_steps or self.max_steps, self.max_steps)
         status = Status.READY if inp.task.plan else Status.SPLITTING
-        with refusals_are_final():
-            await self.store.insert_task(inp.task_id, inp.task, status=status,
-                                         created_at=inp.created_at, run_id=inp.run_id)
+        await self.store.insert_task(inp.task_id, inp.task, status=status,
+                                     created_at=inp.created_at, run_id=inp.run_id)
         errors: list[str] = []
         if inp.task.plan is not None:
             errors = graph_errors(inp.task.plan, max_steps=max_steps)
@@ -79,7 +81,7 @@ class TaskActivities:
         task = inp.task
         assignee = task.assignee or chart.root.id
         if assignee not in chart:
-            raise ApplicationError(f"unknown assignee {assignee!r}", type="UnknownAgent",
+            raise ApplicationError(f"unknown assignee {assignee!r}", type=UNKNOWN_AGENT,
                                    non_retryable=True)
         reports = [a for a in chart.reports(assignee) if a.active] or [chart.agent(assignee)]
         boss = chart.agent(assignee)
@@ -101,12 +103,13 @@ class TaskActivities:
         return policy, "\n".join(lines)
 
     @activity.defn(name="save_plan")
+    @boundary
     async def save_plan(self, inp: SavePlanInput) -> None:
         """Store the plan and a PENDING row per step; the task becomes RUNNING."""
-        with refusals_are_final():
-            await self.store.save_plan(inp.task_id, inp.plan, started_at=inp.started_at)
+        await self.store.save_plan(inp.task_id, inp.plan, started_at=inp.started_at)
 
     @activity.defn(name="finish_task")
+    @boundary
     async def finish_task(self, inp: FinishTaskInput) -> Metrics:
         """Record the task's final status and result; return its tokens and cost."""
         usage = await self.store.usage_summary(inp.result.task_id)

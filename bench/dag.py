@@ -38,7 +38,7 @@ from bench.bare import (
 from bench.servers import scratch_servers
 from models.io import TaskInput
 from models.plan import Plan
-from models.settings import Settings
+from runtime.settings import Settings
 from worker import build_workers, open_deps
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
-from activities.sandbox import SandboxFactory
+from runtime.sandbox import SandboxFactory
 
 PLAIN = ["/usr/bin/python3", "-c", "pass"]
 

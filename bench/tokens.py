@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tiktoken
 
-from activities.tokens import DEFAULT_MARKER, count_tokens, encoding_for, truncate_middle
+from runtime.llm.tokens import DEFAULT_MARKER, count_tokens, encoding_for, truncate_middle
 
 MODEL = "gpt-4o-mini"
 SIZE = 1_000_000

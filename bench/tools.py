@@ -79,11 +79,11 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=20, help="calls per run and path")
     args = ap.parse_args()
 
-    from activities.mcp import open_toolbox
     from activities.steps import StepBook
-    from activities.tools import builtin_tools
     from bench.servers import scratch_servers
-    from models.settings import Settings
+    from runtime.settings import Settings
+    from runtime.tools.registry import builtin_tools
+    from runtime.tools.toolbox import open_toolbox
     from worker import open_deps
 
     per_call: dict[str, dict[str, list[float]]] = {c: {} for c in CASES}

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -257,42 +254,3 @@ class OrgChart(BaseModel):
             Candidate(id=a.id, skills=self.skills_of(a.id), capacity=a.capacity, active=a.active)
             for a in agents
         ]
-
-
-def _pydantic_errors(e: ValidationError) -> list[str]:
-    out: list[str] = []
-    for err in e.errors():
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, InvalidOrg):
-            out.extend(cause.errors)
-            continue
-        loc = ".".join(str(p) for p in err["loc"]) or "org"
-        out.append(f"{loc}: {err['msg']}")
-    return out
-
-
-def parse_org(data: Any) -> OrgChart:
-    """Return a valid OrgChart from decoded YAML/JSON, or raise InvalidOrg naming every problem."""
-    try:
-        return OrgChart.model_validate(data)
-    except InvalidOrg:
-        raise
-    except ValidationError as e:
-        raise InvalidOrg(_pydantic_errors(e)) from e
-
-
-def load_org(path: Path | str) -> OrgChart:
-    """Return the valid OrgChart in a YAML or JSON file, or raise InvalidOrg naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InvalidOrg([f"cannot read org file {path}: {e.strerror}"]) from e
-    try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as e:
-        raise InvalidOrg([f"{path} is neither YAML nor JSON: {e}"]) from e
-    try:
-        return parse_org(data)
-    except InvalidOrg as e:
-        raise InvalidOrg([f"{path}: {m}" for m in e.errors]) from e

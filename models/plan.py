@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from models.instants import UtcDatetime
 from models.task import Priority, StepType
@@ -158,28 +156,14 @@ def extract_json(text: str) -> Any:
     raise InvalidPlan(["the reply contains no JSON object"])
 
 
-def _pydantic_errors(e: ValidationError) -> list[str]:
-    out = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "plan"
-        out.append(f"{loc}: {err['msg']}")
-    return out
-
-
-def parse_plan(data: Any, *, max_steps: int) -> Plan:
-    """Return a valid Plan from decoded JSON/YAML, or raise InvalidPlan naming every problem."""
+def unwrap_plan(data: Any) -> Any:
+    """Return decoded plan data in the shape `Plan` takes (from a bare list of steps, or
+    from under a `plan` key)."""
     if isinstance(data, list):
-        data = {"steps": data}
+        return {"steps": data}
     if isinstance(data, dict) and "plan" in data and "steps" not in data:
-        data = data["plan"]
-    unknown = _unknown_fields(data)
-    if unknown:
-        raise InvalidPlan(unknown)
-    try:
-        plan = Plan.model_validate(data)
-    except ValidationError as e:
-        raise InvalidPlan(_pydantic_errors(e)) from e
-    return validated(plan, max_steps=max_steps)
+        return data["plan"]
+    return data
 
 
 _STEP_FIELDS = {
@@ -189,7 +173,8 @@ _STEP_FIELDS = {
 }
 
 
-def _unknown_fields(data: Any) -> list[str]:
+def unknown_fields(data: Any) -> list[str]:
+    """Return a sentence per field a plan (or one of its steps) does not know."""
     if not isinstance(data, dict):
         return []
     errors = [f"unknown field {k!r} in the plan" for k in data
@@ -200,24 +185,3 @@ def _unknown_fields(data: Any) -> list[str]:
             errors += [f"steps.{i}: unknown field {k!r}" for k in step
                        if k not in _STEP_FIELDS]
     return errors
-
-
-def parse_plan_text(text: str, *, max_steps: int) -> Plan:
-    """Return a valid Plan from a model's reply (JSON, maybe fenced or wrapped in prose)."""
-    return parse_plan(extract_json(text), max_steps=max_steps)
-
-
-def load_plan_file(path: Path, *, max_steps: int) -> Plan:
-    """Return the valid Plan in a YAML or JSON file, or raise InvalidPlan naming the file."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InvalidPlan([f"cannot read plan file {path}: {e.strerror}"]) from e
-    try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as e:
-        raise InvalidPlan([f"{path} is neither YAML nor JSON: {e}"]) from e
-    try:
-        return parse_plan(data, max_steps=max_steps)
-    except InvalidPlan as e:
-        raise InvalidPlan([f"{path}: {m}" for m in e.errors]) from e

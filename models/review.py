@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.io import Budgets
 from models.org import ReviewPolicy
 from models.plan import Plan
 
@@ -153,11 +154,15 @@ class ReviewRequest(BaseModel):
     seq: int = Field(0, description="counts every review of the subtask; keys its usage")
     output_preview: str
     description: str = ""
+    budgets: Budgets = Field(default_factory=Budgets, description="the model's review "
+                             "spends from the task's and subtask's budgets")
 
 
 class EscalationRequest(BaseModel):
     escalation: Escalation
     description: str = ""
+    budgets: Budgets = Field(default_factory=Budgets, description="a model's decision "
+                             "spends from the task's and subtask's budgets")
 
 
 class NoteInput(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -88,12 +87,23 @@ class StepType(StrEnum):
 
 
 class Metrics(BaseModel):
+    """What work cost: tokens, money, time, and the files it left."""
+
     tokens_used: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     time_spent_s: float = 0.0
     files_modified: list[str] = Field(default_factory=list)
+
+    def add(self, other: Metrics) -> None:
+        """Add `other`'s tokens, cost, time and files to these, in place."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.tokens_used += other.tokens_used
+        self.cost_usd += other.cost_usd
+        self.time_spent_s += other.time_spent_s
+        self.files_modified += other.files_modified
 
 
 class Artifact(BaseModel):
@@ -114,40 +124,6 @@ class Result(BaseModel):
     error: str | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
-
-
-class _Work(BaseModel):
-    id: str
-    title: str = ""
-    description: str = ""
-    status: Status = Status.PENDING
-    priority: Priority = Priority.MEDIUM
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    deadline: datetime | None = None
-    estimated_duration_s: float | None = None
-    actual_duration_s: float | None = None
-    tags: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    result: Result | None = None
-    error: str | None = None
-
-
-class Task(_Work):
-    """A job as a person wrote it; its id is the parent workflow id."""
-
-    prompt: str = ""
-    type: StepType | None = None
-
-
-class Subtask(_Work):
-    """One node of a task's graph; its id is its child workflow id, `<task-id>/<step-id>`."""
-
-    task_id: str
-    step_id: str
-    type: StepType
-    dependencies: list[str] = Field(default_factory=list)
 
 
 def subtask_id(task_id: str, step_id: str) -> str:

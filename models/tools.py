@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # A server's name prefixes its tools (`time.get_current_time`), so it cannot hold a dot.
 SERVER_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
@@ -81,47 +79,6 @@ class ToolsConfig(BaseModel):
                 raise ValueError(f"server name {server.name!r} is used more than once")
             seen.add(server.name)
         return self
-
-
-def parse_tools_config(data: Any, *, source: str = "tools config") -> ToolsConfig:
-    """Return the validated config in decoded YAML/JSON, or raise InvalidToolsConfig."""
-    if data is None:
-        data = {}
-    try:
-        return ToolsConfig.model_validate(data)
-    except ValidationError as e:
-        raise InvalidToolsConfig([_describe(err, data, source) for err in e.errors()]) from e
-
-
-def _describe(err: Any, data: Any, source: str) -> str:
-    loc = list(err["loc"])
-    where = source
-    if len(loc) >= 2 and loc[0] == "tools" and isinstance(loc[1], int):
-        index = loc[1]
-        entries = data.get("tools") if isinstance(data, dict) else None
-        name = None
-        if isinstance(entries, list) and index < len(entries) and isinstance(entries[index], dict):
-            name = entries[index].get("name")
-        where = f"{source}: tools[{index}]" + (f" ({name!r})" if name else "")
-        loc = loc[2:]
-    else:
-        where = f"{source}:"
-    field = ".".join(str(p) for p in loc)
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{where} {field + ': ' if field else ''}{msg}"
-
-
-def load_tools_config(path: Path) -> ToolsConfig:
-    """Return the validated config in a YAML or JSON file, or raise InvalidToolsConfig."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InvalidToolsConfig([f"cannot read tools file {path}: {e.strerror}"]) from e
-    try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as e:
-        raise InvalidToolsConfig([f"{path} is neither YAML nor JSON: {e}"]) from e
-    return parse_tools_config(data, source=str(path))
 
 
 class ToolSpec(BaseModel):

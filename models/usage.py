@@ -1,27 +1,21 @@
-"""Token accounting: prices per model, token budgets, usage totals and their errors.
+"""Token accounting: prices per model, token budgets, usage totals.
 
-Errors (one tree; each is an ``ApplicationError`` so that it fails the workflow or the
-activity at once instead of being retried, in workflow and activity code alike)::
+Errors (plain exceptions; ``activities.errors`` turns them into non-retryable
+ApplicationErrors of the same names)::
 
     UsageError                 base: tokens or money, never transient, never retried
     ├── BudgetExceeded         a task or subtask would use more tokens than its budget
-    ├── ContextOverflow        a prompt cannot fit the model's context, even truncated
-    └── PriceTableError        a price file is missing, unreadable or invalid
-
-``activities.tokens`` re-exports them next to the functions that raise them.
+    ├── ContextOverflow        a prompt cannot fit the model's context (runtime.llm.context)
+    └── PriceTableError        a price file is unusable (runtime.llm.prices)
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-from temporalio.exceptions import ApplicationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
-class UsageError(ApplicationError):
+class UsageError(Exception):
     """A token or cost limit was hit, or its configuration is wrong; retrying cannot help."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, type=type(self).__name__, non_retryable=True)
 
 
 class BudgetExceeded(UsageError):
@@ -37,19 +31,6 @@ class BudgetExceeded(UsageError):
         )
 
 
-class ContextOverflow(UsageError):
-    """The messages need `needed` tokens but only `available` fit, after truncation."""
-
-    def __init__(self, message: str, *, needed: int, available: int) -> None:
-        self.needed = needed
-        self.available = available
-        super().__init__(message)
-
-
-class PriceTableError(UsageError):
-    """A price file could not be read or did not validate; the message says where."""
-
-
 class Price(BaseModel):
     """What one model costs, in US dollars per million tokens."""
 
@@ -59,8 +40,12 @@ class Price(BaseModel):
     output: float = Field(ge=0, description="USD per 1M completion tokens")
 
 
+class PriceTable(RootModel[dict[str, Price]]):
+    """A price file: model name -> what it costs."""
+
+
 class Usage(BaseModel):
-    """Tokens spent and what they cost; add two with `+`."""
+    """Tokens spent and what they cost."""
 
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)
@@ -69,13 +54,6 @@ class Usage(BaseModel):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            cost_usd=self.cost_usd + other.cost_usd,
-        )
 
 
 class Budget(BaseModel):

@@ -21,9 +21,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.db import embedded_dsn
-from activities.tools import ToolRegistry, builtin_tools
-from models.settings import Settings
+from runtime.db import embedded_dsn
+from runtime.settings import Settings
+from runtime.tools.registry import ToolRegistry, builtin_tools
 from tests.fake_llm import FakeLLM
 from worker import Deps, build_workers, open_deps
 

@@ -9,7 +9,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
-from models.settings import Settings
+from runtime.settings import Settings
 from starter import result_of_failure
 
 

@@ -31,10 +31,10 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from activities.store import Store
 from models.io import Progress, TaskInput
-from models.settings import Settings
 from models.task import Status
+from runtime.settings import Settings
+from runtime.store import Store
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_agent import call

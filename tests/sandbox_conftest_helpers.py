@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from activities.sandbox import CodeSession, SandboxFactory
-from activities.sandbox.local import LocalSession
 from models.sandbox import SandboxLimits
+from runtime.sandbox import CodeSession, SandboxFactory
+from runtime.sandbox.local import LocalSession
 
 # Small enough to keep the hostile tests quick; memory is the brief's 1 GiB.
 TEST_LIMITS = SandboxLimits(wall_s=10, memory_mb=1024, pids=64, file_mb=64, tmpfs_mb=256,

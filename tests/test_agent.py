@@ -15,12 +15,12 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from activities.mcp import open_toolbox
-from activities.store import Store
 from models.io import TaskInput
-from models.settings import Settings
 from models.task import Status
 from models.usage import Price
+from runtime.settings import Settings
+from runtime.store import Store
+from runtime.tools.toolbox import open_toolbox
 from tests.conftest import make_settings, temporal_address, tool_registry_for_tests
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task

@@ -10,14 +10,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import WorkflowExecutionStatus
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from models.io import TaskInput
-from models.settings import Settings
 from models.task import Status
+from runtime.settings import Settings
 from tests.helpers import outcome, plan_of, start_task
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
@@ -54,7 +53,7 @@ async def _open_workflows(client: Client, task_ids: list[str]) -> list[str]:
     still: list[str] = []
     for task_id in task_ids:
         async for wf in client.list_workflows(f"WorkflowId STARTS_WITH '{task_id}'"):
-            if wf.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+            if wf.status == WorkflowExecutionStatus.RUNNING:
                 still.append(wf.id)
     return still
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from temporalio.client import Client
 
 from models.io import TaskInput
-from models.settings import Settings
 from models.task import Status
+from runtime.settings import Settings
 from tests.helpers import plan_of, run_plan, start_task
 from worker import Deps
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, AliasPath
 
-from models.settings import Settings
+from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.temporal.yml"

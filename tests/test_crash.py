@@ -13,10 +13,10 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from activities.store import Store
 from models.io import Progress, TaskInput
-from models.settings import Settings
 from models.task import Status
+from runtime.settings import Settings
+from runtime.store import Store
 from tests.helpers import outcome, plan_of, start_task
 from worker import Deps
 

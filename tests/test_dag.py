@@ -9,10 +9,10 @@ import uuid
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from activities.store import Store
 from models.io import Progress, TaskInput
-from models.settings import Settings
 from models.task import Status
+from runtime.settings import Settings
+from runtime.store import Store
 from tests.helpers import by_step, outcome, plan_of, run_plan, start_task
 from worker import Deps
 

@@ -16,11 +16,11 @@ import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.store import Store
 from models.io import SubtaskView, TaskInput
 from models.review import Action, Decision, ResolveEscalation, ReviewInput
-from models.settings import Settings
 from models.task import Status
+from runtime.settings import Settings
+from runtime.store import Store
 from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_organization import wait_for_status

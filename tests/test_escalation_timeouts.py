@@ -14,11 +14,11 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.org import OrgStore
 from models.io import TaskInput
-from models.org import parse_org
 from models.review import Action, Escalation, ResolveEscalation
 from models.task import Status
+from runtime.documents import parse_org
+from runtime.org_store import OrgStore
 from tests.conftest import make_settings
 from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, plan_of, start_task

@@ -16,17 +16,13 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.mcp import McpHub
 from activities.steps import StepBook
-from activities.tools import (
-    BadToolArguments,
-    ToolActivities,
-    Toolbox,
-    ToolFailed,
-    UnknownTool,
-    builtin_tools,
-)
+from activities.tools import ToolActivities
 from models.tools import McpServerConfig, ToolCallInput
+from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
+from runtime.tools.mcp import McpHub
+from runtime.tools.registry import builtin_tools
+from runtime.tools.toolbox import Toolbox
 from tests.mcp_http_server import ROOT, McpHttpServer
 from worker import Deps
 

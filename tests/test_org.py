@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from activities.org import OrgStore
-from models.org import InvalidOrg, OrgChart, ReviewPolicy, load_org, parse_org
+from models.org import InvalidOrg, OrgChart, ReviewPolicy
 from models.scheduling import pick_assignee
+from runtime.documents import load_org, parse_org
+from runtime.org_store import OrgStore
 from worker import Deps
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "org.yaml"

@@ -20,13 +20,13 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.org import OrgStore
-from activities.store import Store
 from models.io import TaskInput
-from models.org import load_org
 from models.review import Action, Decision, ResolveEscalation, ReviewInput
-from models.settings import Settings
 from models.task import Status
+from runtime.documents import load_org
+from runtime.org_store import OrgStore
+from runtime.settings import Settings
+from runtime.store import Store
 from tests.conftest import make_settings, temporal_address
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models.plan import InvalidPlan, find_cycle, load_plan_file, parse_plan, parse_plan_text
+from models.plan import InvalidPlan, find_cycle
 from models.task import InvalidTransition, Status, check_transition
+from runtime.documents import load_plan as load_plan_file
+from runtime.documents import parse_plan, parse_plan_text
 
 GOOD = {"steps": [
     {"id": "a", "type": "tool", "tool": "echo", "args": {"value": 1}},

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from activities.sandbox import (
+from models.sandbox import SandboxLimits
+from runtime.sandbox import (
     CodeSession,
     SandboxFactory,
     SandboxInfraError,
     SandboxUnavailable,
 )
-from activities.sandbox import local as local_mod
-from activities.sandbox.local import classify_start_failure
-from models.sandbox import SandboxLimits
+from runtime.sandbox import local as local_mod
+from runtime.sandbox.local import classify_start_failure
 from tests.sandbox_conftest_helpers import (  # noqa: F401 - fixtures
     factory_fixture,
     local,
@@ -55,7 +55,7 @@ async def test_display_and_repr_html_give_rich_results(session: CodeSession) -> 
 async def test_matplotlib_figure_comes_back_as_png(session: CodeSession,
                                                    factory: SandboxFactory) -> None:
     if factory.report.get("batteries") != "yes":
-        pytest.skip("batteries env not installed (python -m activities.sandbox.setup)")
+        pytest.skip("batteries env not installed (python -m runtime.sandbox.setup)")
     result = await session.run_cell(
         "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t');")
     assert result.error is None, result.error

@@ -15,9 +15,9 @@ import e2b_code_interpreter as sdk
 import pytest
 from e2b_code_interpreter.models import Execution, ExecutionError, Logs, OutputMessage, Result
 
-from activities.sandbox import SandboxInfraError, SandboxUnavailable
-from activities.sandbox.e2b_backend import WORKDIR, E2BSession, classify
 from models.sandbox import SandboxLimits
+from runtime.sandbox import SandboxInfraError, SandboxUnavailable
+from runtime.sandbox.e2b_backend import WORKDIR, E2BSession, classify
 
 
 class FakeFiles:

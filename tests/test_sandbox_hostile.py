@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.sandbox import CodeSession, SandboxFactory, SandboxInfraError
+from runtime.sandbox import CodeSession, SandboxFactory, SandboxInfraError
 from tests.sandbox_conftest_helpers import (  # noqa: F401 - fixtures
     TEST_LIMITS,
     factory_fixture,
@@ -298,7 +298,7 @@ def _names(pids: list[int]) -> list[str]:
 _OWNER = textwrap.dedent("""
     import asyncio, sys
     sys.path.insert(0, {root!r})
-    from activities.sandbox import SandboxFactory
+    from runtime.sandbox import SandboxFactory
 
     async def main():
         session = await SandboxFactory(backend="local").open()

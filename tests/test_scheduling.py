@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from activities.org import OrgStore
-from models.org import Candidate, OrgChart, parse_org
+from models.org import Candidate, OrgChart
 from models.scheduling import (
     AGING_CAP,
     QueueItem,
@@ -21,6 +20,8 @@ from models.scheduling import (
     temporal_priority_key,
 )
 from models.task import Priority
+from runtime.documents import parse_org
+from runtime.org_store import OrgStore
 from worker import Deps
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

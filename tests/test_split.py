@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from activities.store import Store
 from models.io import TaskInput, TaskResult
-from models.settings import Settings
 from models.task import Status
+from runtime.settings import Settings
+from runtime.store import Store
 from tests.conftest import make_settings, temporal_address
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, start_task

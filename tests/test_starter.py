@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.settings import Settings
+from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

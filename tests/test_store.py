@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from activities.db import MIGRATIONS, migrate
-from activities.store import NotFound, Store
 from models.io import TaskInput
 from models.plan import Plan
 from models.task import InvalidTransition, Result, Status
+from runtime.db import MIGRATIONS, migrate
+from runtime.store import NotFound, Store
 from worker import Deps
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

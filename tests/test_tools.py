@@ -17,20 +17,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.mcp import McpHub, open_toolbox
 from activities.steps import StepBook
-from activities.store import NotFound
-from activities.tools import (
-    BadToolArguments,
-    ToolActivities,
-    Toolbox,
-    ToolFailed,
-    ToolRegistry,
-    UnknownTool,
-    builtin_tools,
-)
+from activities.tools import ToolActivities
 from models.io import INLINE_OUTPUT_LIMIT
-from models.settings import Settings
 from models.task import Status
 from models.tools import (
     InvalidToolsConfig,
@@ -38,9 +27,14 @@ from models.tools import (
     McpServerConfig,
     ToolCallInput,
     call_blob_id,
-    load_tools_config,
-    parse_tools_config,
 )
+from runtime.documents import load_tools_config, parse_tools_config
+from runtime.settings import Settings
+from runtime.store import NotFound
+from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
+from runtime.tools.mcp import McpHub
+from runtime.tools.registry import ToolRegistry, builtin_tools
+from runtime.tools.toolbox import Toolbox, open_toolbox
 from tests.helpers import by_step, run_plan
 from worker import Deps, build_workers
 

@@ -31,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from models.scheduling import priority_score, temporal_priority_key
     from models.task import Metrics, Status
     from workflows import policies
-    from workflows.engine import add_metrics
     from workflows.failures import failure_message
     from workflows.subtask import SubtaskWorkflow, child_id
 
@@ -178,7 +177,7 @@ class Dag:
         if output is None:  # a completed child always returns one; be safe on old histories
             output = StepOutput(step_id=step_id, subtask_id=view.id)
         view.output, view.truncated = output.output, output.truncated
-        add_metrics(self.metrics, metrics)
+        self.metrics.add(metrics)
         self.outputs[step_id] = output
         for d in delivered:
             self.delivered.add((step_id, d.rsplit("/", 1)[-1]))

@@ -33,15 +33,6 @@ with workflow.unsafe.imports_passed_through():
 Progress = Callable[[float, str], None]
 
 
-def add_metrics(total: Metrics, more: Metrics) -> None:
-    total.prompt_tokens += more.prompt_tokens
-    total.completion_tokens += more.completion_tokens
-    total.tokens_used += more.tokens_used
-    total.cost_usd += more.cost_usd
-    total.time_spent_s += more.time_spent_s
-    total.files_modified += more.files_modified
-
-
 async def run_agent(inp: SubtaskInput, run: StepRun, progress: Progress) -> StepOutcome:
     """Let the model work the step with tools until it answers (or its turns run out)."""
     seq, replies, total = 0, list[ToolReply](), Metrics()
@@ -55,7 +46,7 @@ async def run_agent(inp: SubtaskInput, run: StepRun, progress: Progress) -> Step
             start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
             retry_policy=policies.LLM_RETRY,
         )
-        add_metrics(total, res.metrics)
+        total.add(res.metrics)
         seq = res.seq
         if res.outcome is not None:
             res.outcome.metrics = total
@@ -127,11 +118,11 @@ async def write_and_run_code(
             start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
             retry_policy=policies.LLM_RETRY,
         )
-        add_metrics(total, written.metrics)
+        total.add(written.metrics)
         step = run.step.model_copy(update={"code": written.code})
         progress((i + 0.5) / tries, "running code")
         outcome = await run_code(inp, run.model_copy(update={"step": step}))
-        add_metrics(total, outcome.metrics)
+        total.add(outcome.metrics)
         if outcome.success:
             break
         attempts.append(CodeAttempt(code=written.code,

@@ -33,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
     from models.task import Metrics, Status
     from workflows import policies
     from workflows.dag import Dag
-    from workflows.engine import add_metrics
     from workflows.failures import failure_message
     from workflows.subtask import child_id
 
@@ -120,7 +119,7 @@ class TaskWorkflow:
                 await self._fail(f"splitting failed: {failure_message(e)}",
                                  kind or errors.SPLIT_FAILED)
             plan = split.plan
-            add_metrics(self._metrics, split.metrics)
+            self._metrics.add(split.metrics)
 
         for s in plan.steps:
             self._views[s.id] = SubtaskView(

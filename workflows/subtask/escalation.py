@@ -154,7 +154,7 @@ class Ladder:
         call = workflow.execute_activity_method(
             OrgActivities.decide_escalation_with_llm,
             EscalationRequest(escalation=esc, description=f"{inp.step.title}\n"
-                              f"{inp.step.description}"),
+                              f"{inp.step.description}", budgets=inp.budgets),
             task_queue=inp.routing.llm_queue,
             start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
             retry_policy=policies.LLM_RETRY,

@@ -12,12 +12,12 @@ Usage::
         result = await session.run_cell("import numpy as np; np.arange(3).sum()")
 
 There is no unsandboxed fallback: without a working backend, ``open`` raises.
-The local backend's Python batteries come from ``python -m activities.sandbox.setup``.
+The local backend's Python batteries come from ``python -m runtime.sandbox.setup``.
 """
 
-from activities.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
-from activities.sandbox.factory import SandboxFactory
-from activities.sandbox.protocol import CodeSession, OutputCallback
+from runtime.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
+from runtime.sandbox.factory import SandboxFactory
+from runtime.sandbox.protocol import CodeSession, OutputCallback
 
 __all__ = [
     "CodeSession",

@@ -32,9 +32,9 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
-from activities.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
-from activities.sandbox.protocol import OutputCallback
 from models.sandbox import CellError, CellResult, RichResult, SandboxLimits
+from runtime.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
+from runtime.sandbox.protocol import OutputCallback
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class E2BSession:
 
     async def run_cell(self, code: str, *, timeout_s: float | None = None,
                        on_output: OutputCallback | None = None) -> CellResult:
-        """Run one cell (see :class:`~activities.sandbox.protocol.CodeSession`)."""
+        """Run one cell (see :class:`~runtime.sandbox.protocol.CodeSession`)."""
         self._check_usable()
         timeout = timeout_s or self.limits.wall_s
         out = _Capped("stdout", self.limits.output_bytes, on_output)

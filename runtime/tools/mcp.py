@@ -1,11 +1,8 @@
 """MCP servers as tools: one long-lived session per configured server, reopened when it dies.
 
 `McpHub` opens a server's session the first time one of its tools is listed or called and
-keeps it for the life of the worker. Each session is owned by a task of its own that
-enters the transport and the `ClientSession` in an `AsyncExitStack` and leaves them when
-the hub closes: the SDK's transports hold anyio cancel scopes that must be exited by the
-task that entered them, and the activity that first needed a server ends long before the
-session should.
+keeps it for the life of the worker (each session is owned by a task of its own:
+`runtime.tools.mcp_session`).
 
 A call that finds its session broken (the stdio process died, the HTTP server restarted
 or went away) reopens the session once and retries once; if that fails too the call
@@ -15,93 +12,28 @@ raises `ToolFailed(retryable=True)` and Temporal's retry policy takes over.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
-import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import anyio
-import httpx2
 import jsonschema
 import mcp.types as mt
-from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.client._transport import TransportStreams
-from mcp.client.streamable_http import StreamableHTTPError, streamable_http_client
+from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
-from mcp_types import (
-    CONNECTION_CLOSED,
-    INVALID_PARAMS,
-    INVALID_REQUEST,
-    METHOD_NOT_FOUND,
-    REQUEST_TIMEOUT,
-)
+from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
-from activities.tools import (
-    BadToolArguments,
-    Toolbox,
-    ToolFailed,
-    ToolRegistry,
-    UnknownTool,
+from models.tools import McpServerConfig, ToolsConfig, ToolSpec
+from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
+from runtime.tools.mcp_session import (
+    OPEN_TIMEOUT_S,
+    Connection,
+    describe_failure,
+    is_broken,
+    list_all,
 )
-from models.tools import McpServerConfig, ToolsConfig, ToolSpec, load_tools_config
 
 log = logging.getLogger(__name__)
-
-# Opening a session (spawn + initialize + list) gets at most this long; calls get the
-# server's own timeout_s.
-OPEN_TIMEOUT_S = 30.0
-# Closing waits this long for a server to exit before the owner task is cancelled.
-CLOSE_TIMEOUT_S = 10.0
-
-# Errors that mean the connection itself is gone, not that the tool failed.
-_BROKEN_EXCEPTIONS: tuple[type[BaseException], ...] = (
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-    anyio.EndOfStream,
-    ConnectionError,
-    OSError,
-    httpx2.TransportError,
-    StreamableHTTPError,
-)
-
-
-def _is_broken(e: BaseException) -> bool:
-    if isinstance(e, MCPError):
-        return e.code == CONNECTION_CLOSED or (
-            e.code == INVALID_REQUEST and "session terminated" in e.message.lower()
-        )
-    return isinstance(e, _BROKEN_EXCEPTIONS)
-
-
-def stdio_environment(env: dict[str, str]) -> dict[str, str]:
-    """Return a stdio server's whole environment: PATH and HOME, then the configured env.
-
-    The worker's own environment (API keys, database URL) never reaches a server.
-    """
-    base = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
-    return base | env
-
-
-def _stdio_parameters(cfg: McpServerConfig) -> StdioServerParameters:
-    # The configured values go in the process environment, not on its command line
-    # (where `ps` would show them). The SDK adds a few harmless inherited variables
-    # (USER, SHELL, TERM, LOGNAME); the worker's secrets are never among them.
-    if cfg.command is None:
-        raise ValueError(f"server {cfg.name}: a stdio server needs a command")
-    return StdioServerParameters(command=cfg.command, args=list(cfg.args),
-                                 env=stdio_environment(cfg.env))
-
-
-def _transport(cfg: McpServerConfig) -> AbstractAsyncContextManager[TransportStreams]:
-    if cfg.transport == "stdio":
-        return stdio_client(_stdio_parameters(cfg))
-    assert cfg.url is not None
-    return streamable_http_client(cfg.url)
 
 
 @dataclass
@@ -119,64 +51,11 @@ class _Tool:
     validator: jsonschema.protocols.Validator | None
 
 
-class _Connection:
-    """One open session to one server, owned by its own task."""
-
-    def __init__(self, cfg: McpServerConfig) -> None:
-        self.cfg = cfg
-        self.session: ClientSession | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def open(self) -> ClientSession:
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[ClientSession] = loop.create_future()
-        # A fresh context: the owner task outlives the activity that opened it and must
-        # not carry that activity's context (its info, its cancellation) along.
-        self._task = asyncio.create_task(
-            self._own(ready), name=f"mcp-session:{self.cfg.name}", context=contextvars.Context()
-        )
-        try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
-                self.session = await asyncio.shield(ready)
-        except BaseException:
-            await self.close()
-            raise
-        return self.session
-
-    async def _own(self, ready: asyncio.Future[ClientSession]) -> None:
-        try:
-            async with AsyncExitStack() as stack:
-                streams = await stack.enter_async_context(_transport(self.cfg))
-                session = await stack.enter_async_context(ClientSession(*streams))
-                await session.initialize()
-                if not ready.done():
-                    ready.set_result(session)
-                await self._stop.wait()
-        except BaseException as e:  # the owner must report, not raise: nobody awaits it
-            if not ready.done():
-                ready.set_exception(e if isinstance(e, Exception) else ConnectionError(str(e)))
-            elif not isinstance(e, asyncio.CancelledError):
-                log.debug("MCP server %s: session ended with %r", self.cfg.name, e)
-
-    async def close(self) -> None:
-        self._stop.set()
-        task, self._task, self.session = self._task, None, None
-        if task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT_S)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-
-
 @dataclass
 class _Server:
     cfg: McpServerConfig
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    conn: _Connection | None = None
+    conn: Connection | None = None
     tools: dict[str, _Tool] | None = None
     stats: ServerStats = field(default_factory=ServerStats)
 
@@ -298,7 +177,7 @@ class McpHub:
                 f"tool {name!r} timed out after {srv.cfg.timeout_s:g} s", retryable=True
             ) from e
         except MCPError as e:
-            if _is_broken(e):
+            if is_broken(e):
                 raise _Broken(str(e), conn) from e
             if e.code == INVALID_PARAMS:
                 raise BadToolArguments(f"tool {name!r}: {e.message}") from e
@@ -309,7 +188,7 @@ class McpHub:
                 retryable=e.code == REQUEST_TIMEOUT,
             ) from e
         except Exception as e:
-            if _is_broken(e):
+            if is_broken(e):
                 raise _Broken(f"{type(e).__name__}: {e}", conn) from e
             raise ToolFailed(f"tool {name!r} failed: {type(e).__name__}: {e}",
                              retryable=False) from e
@@ -327,19 +206,20 @@ class McpHub:
         known = ", ".join(sorted(t.spec.name for t in (srv.tools or {}).values())) or "none"
         return f"unknown tool {name!r} (server {srv.cfg.name!r} offers: {known})"
 
-    async def _connected(self, srv: _Server) -> _Connection:
+    async def _connected(self, srv: _Server) -> Connection:
         if self._closed:
             raise ToolFailed("the MCP hub is closed", retryable=True)
         async with srv.lock:
             if srv.conn is not None and srv.conn.session is not None:
                 return srv.conn
-            conn = _Connection(srv.cfg)
+            conn = Connection(srv.cfg)
             srv.stats.opens += 1
             try:
                 await conn.open()
             except Exception as e:
                 raise ToolFailed(
-                    f"cannot open MCP server {srv.cfg.name!r}: {_describe(e)}", retryable=True
+                    f"cannot open MCP server {srv.cfg.name!r}: {describe_failure(e)}",
+                    retryable=True,
                 ) from e
             srv.conn = conn
             return conn
@@ -352,14 +232,14 @@ class McpHub:
             assert conn.session is not None
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT_S):
-                    listed = await _list_all(conn.session)
+                    listed = await list_all(conn.session)
                 break
             except Exception as e:
-                if attempt == 1 and _is_broken(e):
+                if attempt == 1 and is_broken(e):
                     await self._drop(srv, only=conn)
                     continue
                 raise ToolFailed(
-                    f"cannot list the tools of MCP server {srv.cfg.name!r}: {_describe(e)}",
+                    f"cannot list the tools of MCP server {srv.cfg.name!r}: {describe_failure(e)}",
                     retryable=True,
                 ) from e
         srv.tools = self._index(srv.cfg, listed)
@@ -391,7 +271,7 @@ class McpHub:
             )
         return out
 
-    async def _drop(self, srv: _Server, *, only: _Connection | None = None) -> None:
+    async def _drop(self, srv: _Server, *, only: Connection | None = None) -> None:
         """Close the server's session; with `only`, just if it is still that one.
 
         Concurrent calls that saw the same session break must not close the session one
@@ -413,29 +293,10 @@ class McpHub:
 class _Broken(Exception):
     """The session is gone; the caller may reopen it."""
 
-    def __init__(self, message: str, conn: _Connection | None) -> None:
+    def __init__(self, message: str, conn: Connection | None) -> None:
         super().__init__(message)
         self.conn = conn
 
-
-async def _list_all(session: ClientSession) -> list[mt.Tool]:
-    tools: list[mt.Tool] = []
-    cursor: str | None = None
-    while True:
-        params = mt.PaginatedRequestParams(cursor=cursor) if cursor else None
-        page = await session.list_tools(params=params)
-        tools.extend(page.tools)
-        cursor = page.next_cursor
-        if not cursor:
-            return tools
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, BaseExceptionGroup) and e.exceptions:
-        return _describe(e.exceptions[0])
-    if isinstance(e, TimeoutError):
-        return f"no answer within {OPEN_TIMEOUT_S:g} s"
-    return f"{type(e).__name__}: {e}"
 
 
 def _value_of(name: str, result: mt.CallToolResult) -> Any:
@@ -449,32 +310,3 @@ def _value_of(name: str, result: mt.CallToolResult) -> Any:
         return texts[0]
     return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in result.content]
 
-
-async def open_toolbox(
-    functions: ToolRegistry | None = None, tools_file: Path | None = None
-) -> Toolbox:
-    """Return the function tools plus the MCP servers of `tools_file`, their tools listed.
-
-    A server that cannot be reached now is logged and tried again at its first call;
-    a bad file raises InvalidToolsConfig naming each bad entry.
-    """
-    if tools_file is None and isinstance(functions, Toolbox):
-        return functions
-    config = load_tools_config(tools_file) if tools_file else ToolsConfig()
-    toolbox = Toolbox(functions, hub=McpHub.from_config(config))
-    _, problems = await toolbox.list_specs()
-    for server, problem in problems.items():
-        log.error("MCP server %s is unavailable for now: %s", server, problem)
-    return toolbox
-
-
-@contextlib.asynccontextmanager
-async def toolbox_from(
-    functions: ToolRegistry | None = None, tools_file: Path | None = None
-) -> AsyncIterator[Toolbox]:
-    """Open a toolbox for the life of the block; its MCP sessions are closed after."""
-    toolbox = await open_toolbox(functions, tools_file)
-    try:
-        yield toolbox
-    finally:
-        await toolbox.aclose()

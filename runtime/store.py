@@ -7,41 +7,23 @@ replayed activity never duplicates a row or moves a status backwards.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-
-import asyncpg
-from temporalio.exceptions import ApplicationError
 
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import InvalidTransition, Result, Status, allowed_from, subtask_id
+from runtime.records import NotFound, Records
 
-
-class NotFound(LookupError):
-    """The task or subtask does not exist in the store."""
+__all__ = ["NotFound", "Records", "Store", "TaskIdReused"]
 
 
 class TaskIdReused(ValueError):
     """A new workflow run reuses the id of a task the store already holds."""
 
 
-@contextlib.contextmanager
-def refusals_are_final() -> Iterator[None]:
-    """Turn the store's refusals into non-retryable activity errors: a retry cannot help."""
-    try:
-        yield
-    except (InvalidTransition, NotFound, TaskIdReused) as e:
-        raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from e
-
-
-class Store:
+class Store(Records):
     """Typed access to the BeesTown tables over one asyncpg pool."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
 
     # -- tasks -----------------------------------------------------------------------
     async def insert_task(
@@ -339,151 +321,3 @@ class Store:
         raise InvalidTransition(
             f"{table[:-1]} {key}: {current} -> {status.value} is not a legal transition"
         )
-
-    # -- events, model outputs, usage, blobs --------------------------------------------
-    async def add_event(
-        self, event_id: str, *, task_id: str, kind: str, subtask: str | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        """Append an event once; the same id written again is ignored."""
-        await self.pool.execute(
-            """
-            INSERT INTO events (id, task_id, subtask_id, kind, data) VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (id) DO NOTHING
-            """,
-            event_id, task_id, subtask, kind, data or {},
-        )
-
-    async def events(self, task_id: str) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            "SELECT * FROM events WHERE task_id = $1 ORDER BY created_at, id", task_id
-        )
-        return [dict(r) for r in rows]
-
-    async def record_llm_output(
-        self, output_id: str, *, task_id: str, subtask: str | None, purpose: str, model: str,
-        raw: str, valid: bool, errors: list[str],
-    ) -> None:
-        """Keep what a model said (valid or not) so a failed split can be inspected."""
-        await self.pool.execute(
-            """
-            INSERT INTO llm_outputs (id, task_id, subtask_id, purpose, model, raw_output, valid,
-                                     errors)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING
-            """,
-            output_id, task_id, subtask, purpose, model, raw, valid, errors,
-        )
-
-    async def record_usage(
-        self, usage_id: str, *, task_id: str, subtask: str | None, model: str,
-        prompt_tokens: int, completion_tokens: int, agent_id: str | None = None,
-        cost_usd: float = 0.0, purpose: str = "",
-    ) -> None:
-        """Record what one model response cost; the same id written again is ignored."""
-        await self.pool.execute(
-            """
-            INSERT INTO usage (id, task_id, subtask_id, agent_id, model, prompt_tokens,
-                               completion_tokens, cost_usd, purpose)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING
-            """,
-            usage_id, task_id, subtask, agent_id, model, prompt_tokens, completion_tokens,
-            cost_usd, purpose,
-        )
-
-    async def tokens_used(self, task_id: str, subtask: str | None = None) -> int:
-        """Return the tokens a task and its nested tasks (or one subtask) have spent."""
-        value = await self.pool.fetchval(
-            """
-            SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage
-            WHERE (task_id = $1 OR task_id LIKE $1 || '/%')
-              AND ($2::text IS NULL OR subtask_id = $2)
-            """,
-            task_id, subtask,
-        )
-        return int(value)
-
-    async def usage_summary(self, task_id: str) -> dict[str, Any]:
-        row = await self.pool.fetchrow(
-            """
-            SELECT coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
-                   coalesce(sum(completion_tokens), 0) AS completion_tokens,
-                   coalesce(sum(cost_usd), 0) AS cost_usd
-            FROM usage WHERE task_id = $1 OR task_id LIKE $1 || '/%'
-            """,
-            task_id,
-        )
-        return dict(row) if row else {}
-
-    # -- memory and transcripts ----------------------------------------------------------
-    async def remember(
-        self, memory_id: str, *, task_id: str, subtask: str | None, title: str, content: str,
-        agent_id: str | None = None,
-    ) -> None:
-        """Keep a finished result as a memory later subtasks can recall."""
-        await self.pool.execute(
-            """
-            INSERT INTO memories (id, task_id, subtask_id, agent_id, title, content)
-            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING
-            """,
-            memory_id, task_id, subtask, agent_id, title, content,
-        )
-
-    async def recall(
-        self, query: str, *, limit: int = 5, exclude_subtask: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Return the memories most relevant to `query` (full-text search, any word)."""
-        rows = await self.pool.fetch(
-            """
-            WITH q AS (
-                SELECT to_tsquery('english', string_agg(quote_literal(lexeme), ' | ')) AS q
-                FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
-            )
-            SELECT m.id, m.task_id, m.subtask_id, m.title, m.content,
-                   ts_rank(m.tsv, q.q) AS rank
-            FROM memories m, q
-            WHERE q.q IS NOT NULL AND m.tsv @@ q.q
-              AND ($3::text IS NULL OR m.subtask_id IS DISTINCT FROM $3)
-            ORDER BY rank DESC, m.created_at DESC
-            LIMIT $2
-            """,
-            query, limit, exclude_subtask,
-        )
-        return [dict(r) for r in rows]
-
-    async def put_messages(self, sub_id: str, start: int, messages: list[dict[str, Any]]) -> None:
-        """Write transcript messages from position `start` on (a retry overwrites them)."""
-        await self.pool.executemany(
-            """
-            INSERT INTO transcripts (subtask_id, seq, message) VALUES ($1, $2, $3)
-            ON CONFLICT (subtask_id, seq) DO UPDATE SET message = EXCLUDED.message
-            """,
-            [(sub_id, start + i, m) for i, m in enumerate(messages)],
-        )
-
-    async def get_messages(self, sub_id: str, *, upto: int | None = None) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            """
-            SELECT message FROM transcripts WHERE subtask_id = $1
-              AND ($2::int IS NULL OR seq < $2) ORDER BY seq
-            """,
-            sub_id, upto,
-        )
-        return [r["message"] for r in rows]
-
-    async def save_blob(
-        self, blob_id: str, *, task_id: str, subtask: str | None, name: str, mime: str,
-        data: bytes,
-    ) -> None:
-        await self.pool.execute(
-            """
-            INSERT INTO blobs (id, task_id, subtask_id, name, mime, size, data)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING
-            """,
-            blob_id, task_id, subtask, name, mime, len(data), data,
-        )
-
-    async def get_blob(self, blob_id: str) -> bytes:
-        data = await self.pool.fetchval("SELECT data FROM blobs WHERE id = $1", blob_id)
-        if data is None:
-            raise NotFound(f"no blob {blob_id!r}")
-        return bytes(data)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 
 class SandboxError(Exception):
-    """Base of every error raised by activities.sandbox."""
+    """Base of every error raised by runtime.sandbox."""
 
 
 class SandboxUnavailable(SandboxError):

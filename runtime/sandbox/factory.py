@@ -9,15 +9,15 @@ import shutil
 import time
 from typing import TYPE_CHECKING
 
-from activities.sandbox import cgroups, selftest
-from activities.sandbox.envs import resolve_python
-from activities.sandbox.errors import SandboxInfraError, SandboxUnavailable
-from activities.sandbox.local import HostPlan, LocalSession, sandbox_env
-from activities.sandbox.protocol import CodeSession
 from models.sandbox import SandboxLimits
+from runtime.sandbox import cgroups, selftest
+from runtime.sandbox.envs import resolve_python
+from runtime.sandbox.errors import SandboxInfraError, SandboxUnavailable
+from runtime.sandbox.local import HostPlan, LocalSession, sandbox_env
+from runtime.sandbox.protocol import CodeSession
 
 if TYPE_CHECKING:
-    from models.settings import Settings
+    from runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class SandboxFactory:
         e2b_api_key: the E2B key; only the e2b backend uses it.
         limits: default limits of every session (``open`` may override them).
         python: interpreter for local sessions (default: the env installed by
-            ``python -m activities.sandbox.setup``, else ``/usr/bin/python3``).
+            ``python -m runtime.sandbox.setup``, else ``/usr/bin/python3``).
         bwrap: path of bubblewrap (default: ``bwrap`` on PATH).
     """
 
@@ -140,7 +140,7 @@ class SandboxFactory:
         self.report.update({"backend": "e2b", "checks": "a cell ran"})
 
     async def _open_e2b(self, limits: SandboxLimits) -> CodeSession:
-        from activities.sandbox.e2b_backend import E2BSession
+        from runtime.sandbox.e2b_backend import E2BSession
 
         if not self._e2b_api_key:
             raise SandboxUnavailable("the e2b sandbox backend needs E2B_API_KEY")

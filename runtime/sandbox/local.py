@@ -40,11 +40,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from activities.sandbox.cgroups import CgroupRoots, SessionCgroup
-from activities.sandbox.envs import MPL_CACHE_DIRNAME, SandboxPython
-from activities.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
-from activities.sandbox.protocol import OutputCallback
 from models.sandbox import CellError, CellResult, RichResult, SandboxLimits
+from runtime.sandbox.cgroups import CgroupRoots, SessionCgroup
+from runtime.sandbox.envs import MPL_CACHE_DIRNAME, SandboxPython
+from runtime.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
+from runtime.sandbox.protocol import OutputCallback
 
 logger = logging.getLogger(__name__)
 
@@ -573,7 +573,7 @@ class LocalSession:
 
     async def run_cell(self, code: str, *, timeout_s: float | None = None,
                        on_output: OutputCallback | None = None) -> CellResult:
-        """Run one cell (see :class:`~activities.sandbox.protocol.CodeSession`)."""
+        """Run one cell (see :class:`~runtime.sandbox.protocol.CodeSession`)."""
         async with self._lock:
             self._check_usable()
             return await self._run_cell(code, timeout_s or self.limits.wall_s, on_output)

@@ -21,7 +21,7 @@ def default_env_dir() -> Path:
     """Return where setup installs the env: a world-readable place when root."""
     if os.geteuid() == 0:
         return SYSTEM_ENV_DIR
-    from models.settings import Settings  # deferred: only the non-root path needs it
+    from runtime.settings import Settings  # deferred: only the non-root path needs it
 
     return Settings().state_dir / "sandbox-env"
 
@@ -56,7 +56,7 @@ def resolve_python(python: str | None) -> SandboxPython:
 
     Args:
         python: an explicit interpreter (a venv's ``bin/python`` or one under ``/usr``);
-            ``None`` looks for the env installed by ``python -m activities.sandbox.setup``
+            ``None`` looks for the env installed by ``python -m runtime.sandbox.setup``
             and falls back to Debian's ``/usr/bin/python3`` without batteries.
 
     Raises:
@@ -72,7 +72,7 @@ def resolve_python(python: str | None) -> SandboxPython:
                 return resolve_python(str(exe))
         logger.warning(
             "sandbox batteries env not found (looked in %s): sessions run %s without "
-            "numpy/pandas/matplotlib; install them with `python -m activities.sandbox.setup`",
+            "numpy/pandas/matplotlib; install them with `python -m runtime.sandbox.setup`",
             ", ".join(map(str, candidates)), SYSTEM_PYTHON)
         return SandboxPython(SYSTEM_PYTHON, (), None, batteries=False)
 
@@ -88,7 +88,7 @@ def resolve_python(python: str | None) -> SandboxPython:
     if home is None or not home.startswith("/usr/"):
         raise ValueError(
             f"the venv {env_dir} is based on {home}, which the sandbox cannot see; "
-            "create it from /usr/bin/python3 (python -m activities.sandbox.setup does)")
+            "create it from /usr/bin/python3 (python -m runtime.sandbox.setup does)")
     site = list(env_dir.glob("lib/python3*/site-packages"))
     batteries = bool(site) and all((site[0] / name).is_dir() for name in BATTERIES)
     if not batteries:

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
 
     # --- sandbox ---
     # Interpreter of local sandbox sessions; default: the env that
-    # `python -m activities.sandbox.setup` installs, else /usr/bin/python3.
+    # `python -m runtime.sandbox.setup` installs, else /usr/bin/python3.
     sandbox_python: Path | None = Field(None, validation_alias="BEESTOWN_SANDBOX_PYTHON")
     sandbox_bwrap: str | None = Field(None, validation_alias="BEESTOWN_SANDBOX_BWRAP")
 

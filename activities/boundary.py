@@ -1,0 +1,94 @@
+"""The one place where the runtime's plain exceptions become activity errors.
+
+The runtime (store, model client, tokens, tools, sandbox) raises plain exceptions, each
+documented where it is defined; an activity wrapped in ``boundary`` lets them out as
+ApplicationErrors typed with the constants of ``activities.errors``, permanent ones
+non-retryable. Anything else leaves as it is: Temporal's retry policy decides.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import (
+    BAD_LLM_REPLY,
+    BAD_TOOL_ARGUMENTS,
+    BUDGET_EXCEEDED,
+    CONTEXT_OVERFLOW,
+    INVALID_PLAN,
+    INVALID_TRANSITION,
+    LLM_NOT_CONFIGURED,
+    LLM_REQUEST_REJECTED,
+    NOT_FOUND,
+    PRICE_TABLE_ERROR,
+    SANDBOX_UNAVAILABLE,
+    TASK_ID_REUSED,
+    TOOL_FAILED,
+    TOOL_UNAVAILABLE,
+    UNKNOWN_TOOL,
+)
+from models.plan import InvalidPlan
+from models.task import InvalidTransition
+from models.usage import BudgetExceeded
+from runtime.llm.client import BadLLMReply, LLMNotConfigured, LLMRequestRejected
+from runtime.llm.context import ContextOverflow
+from runtime.llm.prices import PriceTableError
+from runtime.sandbox import SandboxUnavailable
+from runtime.store import NotFound, TaskIdReused
+from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
+
+_PERMANENT_CLASSES: tuple[tuple[type[Exception], str], ...] = (
+    (InvalidTransition, INVALID_TRANSITION),
+    (NotFound, NOT_FOUND),
+    (TaskIdReused, TASK_ID_REUSED),
+    (InvalidPlan, INVALID_PLAN),
+    (BudgetExceeded, BUDGET_EXCEEDED),
+    (ContextOverflow, CONTEXT_OVERFLOW),
+    (PriceTableError, PRICE_TABLE_ERROR),
+    (LLMNotConfigured, LLM_NOT_CONFIGURED),
+    (LLMRequestRejected, LLM_REQUEST_REJECTED),
+    (UnknownTool, UNKNOWN_TOOL),
+    (BadToolArguments, BAD_TOOL_ARGUMENTS),
+    (SandboxUnavailable, SANDBOX_UNAVAILABLE),
+)
+
+
+def application_error(e: Exception) -> ApplicationError | None:
+    """Return the ApplicationError an activity raises for runtime error `e` (None: not ours).
+
+    A retryable ToolFailed becomes TOOL_UNAVAILABLE, so that the retry policy retries it.
+    """
+    if isinstance(e, ToolFailed):
+        if e.retryable:
+            return ApplicationError(str(e), type=TOOL_UNAVAILABLE)
+        return ApplicationError(str(e), type=TOOL_FAILED, non_retryable=True)
+    if isinstance(e, BadLLMReply):
+        return ApplicationError(str(e), type=BAD_LLM_REPLY)
+    for cls, kind in _PERMANENT_CLASSES:
+        if isinstance(e, cls):
+            return ApplicationError(str(e), type=kind, non_retryable=True)
+    return None
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Wrap an activity (under ``@activity.defn``) so that runtime errors leave it classified."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as e:
+            err = application_error(e)
+            if err is None:
+                raise
+            raise err from e
+
+    return run

@@ -1,0 +1,1 @@
+"""The model: client, tokens, context windows, prices, prompts and the metered call."""

@@ -1,0 +1,143 @@
+"""The model client: one OpenAI-compatible endpoint and model, structured output where supported.
+
+Temporal owns retries, so the client never retries by itself (``max_retries=0``).
+Failures are classified; the network, timeouts, rate limits and 5xx raise as the openai
+package raises them (retryable). The rest is one tree, turned into ApplicationErrors of
+the same names by ``activities.errors``::
+
+    LLMError
+    ├── LLMNotConfigured     no endpoint is configured on this worker (permanent)
+    ├── LLMRequestRejected   the server refused the request: 400/401/403/404 (permanent)
+    └── BadLLMReply          the reply is empty or says nothing usable (retryable)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
+
+log = logging.getLogger(__name__)
+
+_FORMAT_MODES = ("json_schema", "json_object", "none")
+
+
+class LLMError(Exception):
+    """Base of the model client's own errors."""
+
+
+class LLMNotConfigured(LLMError):
+    """A model call on a worker with no endpoint configured."""
+
+
+class LLMRequestRejected(LLMError):
+    """The model server refused the request; sending it again cannot help."""
+
+
+class BadLLMReply(LLMError):
+    """The model answered, but with nothing usable; another try may do better."""
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+class LLM:
+    """One OpenAI-compatible endpoint and model, with structured output where supported."""
+
+    def __init__(
+        self, *, base_url: str | None, api_key: str | None, model: str, timeout_s: float
+    ) -> None:
+        # The client refuses an empty key even for local servers that ignore it.
+        self.client = AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "unused", max_retries=0, timeout=timeout_s
+        )
+        self.model = model
+        self._format = 0  # index into _FORMAT_MODES; steps down when a server refuses one
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Reply:
+        """Return the model's reply; with `schema`, ask for JSON in the best way it accepts.
+
+        `tools` are OpenAI function-tool definitions; the reply may then carry tool calls.
+        """
+        while True:
+            mode = _FORMAT_MODES[self._format] if schema is not None else "none"
+            kwargs: dict[str, Any] = {}
+            if tools:
+                kwargs["tools"] = tools
+            if mode == "json_schema" and schema is not None:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "plan", "schema": schema},
+                }
+            elif mode == "json_object":
+                kwargs["response_format"] = {"type": "json_object"}
+            try:
+                resp = await self.client.chat.completions.create(
+                    model=self.model, messages=messages, **kwargs  # type: ignore[arg-type]
+                )
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
+                refused_format = any(
+                    w in str(e.message).lower() for w in ("response_format", "json_schema",
+                                                          "json_object", "response format"))
+                if (refused_format and mode != "none"
+                        and self._format < len(_FORMAT_MODES) - 1):
+                    log.warning(
+                        "LLM server refused response_format %s (%s); falling back to %s",
+                        mode, e.status_code, _FORMAT_MODES[self._format + 1],
+                    )
+                    self._format += 1
+                    continue
+                raise _rejected(e) from e
+            except (openai.AuthenticationError, openai.PermissionDeniedError,
+                    openai.NotFoundError) as e:
+                raise _rejected(e) from e
+            if not resp.choices:
+                raise BadLLMReply("LLM reply has no choices")
+            message = resp.choices[0].message
+            usage = resp.usage
+            return Reply(
+                text=message.content or "",
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                tool_calls=[
+                    ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
+                    for c in message.tool_calls or []
+                    if isinstance(c, ChatCompletionMessageFunctionToolCall)
+                ],
+            )
+
+
+def require_llm(llm: LLM | None, *, hint: str = "") -> LLM:
+    """Return `llm`, or raise LLMNotConfigured saying how to configure one."""
+    if llm is None:
+        raise LLMNotConfigured(
+            "no LLM endpoint is configured on the worker: set OPENAI_BASE_URL (and "
+            "OPENAI_API_KEY, BEESTOWN_MODEL)" + (f", {hint}" if hint else "")
+        )
+    return llm
+
+
+def _rejected(e: openai.APIStatusError) -> LLMRequestRejected:
+    return LLMRequestRejected(f"LLM server refused the request ({e.status_code}): {e.message}")

@@ -1,0 +1,1 @@
+"""Tools: function tools, MCP servers, and the Toolbox that puts them in one name space."""
