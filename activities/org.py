@@ -153,7 +153,7 @@ class OrgActivities:
     @boundary
     async def review_with_llm(self, inp: ReviewRequest) -> ReviewInput:
         """Let the reviewing manager's model approve or reject (with feedback)."""
-        user = (f"# Step\n{inp.description}\n\n# Result (round {inp.round + 1})\n"
+        user = (f"# Step\n{inp.description}\n\n# Result (round {inp.round})\n"
                 f"{inp.output_preview}")
         charge = Charge(key=usage_key(), task_id=inp.task_id, subtask_id=inp.subtask_id,
                         purpose="review", budgets=inp.budgets)

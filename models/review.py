@@ -150,7 +150,7 @@ class ReviewRequest(BaseModel):
     task_id: str
     subtask_id: str
     reviewer_id: str
-    round: int
+    round: int = Field(description="the review round, 1 for the first (as people see it)")
     seq: int = Field(0, description="counts every review of the subtask; keys its usage")
     output_preview: str
     description: str = ""

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from models.scheduling import priority_score, temporal_priority_key
     from models.task import Metrics, Status
     from workflows import policies
+    from workflows.delivery import finish_despite_cancel
     from workflows.failures import failure_message
     from workflows.subtask import SubtaskWorkflow, child_id
 
@@ -197,12 +198,15 @@ class Dag:
             return
         self.delivered.add((dep, step_id))
         try:
-            await self.handles[step_id].signal(
+            _, cancelled = await finish_despite_cancel(self.handles[step_id].signal(
                 SubtaskWorkflow.dependency_done, DependencyDone(output=self.outputs[dep])
-            )
+            ))
         except FailureError as e:
             # The child is gone (cancelled or terminated from outside): it cannot run.
             self._on_failure(step_id, f"could not be released: {failure_message(e)}")
+            return
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _on_failure(self, step_id: str, error: str) -> None:
         view = self.views[step_id]

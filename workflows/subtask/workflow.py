@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewInput,
     )
     from models.task import Status, subtask_id
+    from workflows.delivery import finish_despite_cancel
     from workflows.subtask.escalation import Ladder
     from workflows.subtask.outcomes import Done, Result, Trouble
     from workflows.subtask.review import Review
@@ -157,9 +158,19 @@ class SubtaskWorkflow:
         return await self._complete(result.outcome)
 
     async def _complete(self, outcome: StepOutcome) -> SubtaskResult:
-        """Approved: COMPLETED, the manager gets the report, the dependents are released."""
+        """Approved: COMPLETED, the manager gets the report, the dependents are released.
+
+        The work is done and stored: a cancellation arriving now neither undoes it nor
+        interrupts the release (see `workflows.delivery`); the step completes."""
         self._state.output = outcome.output
         self._state.status = Status.COMPLETED
+        result, cancelled = await finish_despite_cancel(self._report_and_release(outcome))
+        if cancelled:
+            workflow.logger.info("%s was cancelled after it completed; it stays completed",
+                                 workflow.info().workflow_id)
+        return result
+
+    async def _report_and_release(self, outcome: StepOutcome) -> SubtaskResult:
         reviewer = self._slots.people.reviewer
         await self._records.note(
             "completed", status=Status.COMPLETED if self._slots.reviewed else None,
