@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.boundary import boundary
 from activities.errors import BAD_LLM_REPLY
@@ -27,6 +27,7 @@ from models.review import (
     ReviewInput,
     ReviewRequest,
 )
+from models.scheduling import AssignmentState
 from models.task import Status
 from runtime.llm.metered import Charge, MeteredLLM
 from runtime.llm.prompts import DECISION_SCHEMA, ESCALATION_SYSTEM, REVIEW_SYSTEM, VERDICT_SCHEMA
@@ -75,6 +76,13 @@ class OrgActivities:
         key = _slot_key(inp.subtask_id, inp.attempt)
         got = await self.org.assign(key, inp.task_id, inp.required_skills, candidates,
                                     inp.score)
+        if (got is None or got.agent_id is None) and await self.reclaim(
+                None if candidates is None else list(candidates)):
+            # Leaked slots came back: queued work (maybe this one) moves onto them.
+            await self._promote_and_wake()
+            got = await self.org.get(key)
+            if got is not None and got.state is not AssignmentState.RUNNING:
+                got = None
         if got is None or got.agent_id is None:
             queued = await self.org.get(key)
             why = queued.reason if queued else "no agent has room"
@@ -93,11 +101,46 @@ class OrgActivities:
                             is_manager=chart.is_manager(got.agent_id),
                             agents=[a.id for a in chart.agents if a.active])
 
+    async def reclaim(self, agent_ids: list[str] | None = None) -> list[str]:
+        """Free the slots held by workflows that are closed (terminated, timed out, reset,
+        failed: closed without giving their slot back); return the freed assignments.
+
+        A slot is a lease on an agent: it lasts while the workflow holding it runs. This
+        runs whenever a step finds no free slot (and such a step asks again every
+        `workflows.policies.QUEUE_RECHECK`), so a leaked slot is back within that time,
+        whatever became of the worker that held it. Without a Temporal client it does
+        nothing."""
+        if self.client is None:
+            return []
+        freed: list[str] = []
+        for a in await self.org.running(agent_ids):
+            workflow_id = a.subtask_id.split("#", 1)[0]
+            try:
+                described = await self.client.get_workflow_handle(workflow_id).describe()
+            except RPCError as e:
+                if e.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                status = None
+            else:
+                status = described.status
+            if status is WorkflowExecutionStatus.RUNNING:
+                continue
+            if await self.org.finish(a.subtask_id):
+                activity.logger.warning(
+                    "freed %s's slot held by %s: its workflow is %s", a.agent_id,
+                    workflow_id, status.name.lower() if status else "gone")
+                freed.append(a.subtask_id)
+        return freed
+
     @activity.defn(name="release_slot")
     @boundary
     async def release_slot(self, inp: ReleaseInput) -> list[str]:
         """Free the subtask's slot and wake the queued subtasks that now have room."""
         await self.org.finish(_slot_key(inp.subtask_id, inp.attempt))
+        return await self._promote_and_wake()
+
+    async def _promote_and_wake(self) -> list[str]:
+        """Hand free slots to queued work and wake its workflows; return those woken."""
         # Pending work moves off overloaded agents before the freed slots are handed out.
         for move in await self.org.rebalance():
             activity.logger.info("rebalanced %s: %s", move.item_id, move.reason)

@@ -235,6 +235,18 @@ class OrgStore:
         )
         return row is not None
 
+    async def running(self, agent_ids: list[str] | None = None) -> list[Assignment]:
+        """Return the assignments holding a slot now (of `agent_ids` only, when given)."""
+        rows = await self.pool.fetch(
+            """
+            SELECT * FROM assignments WHERE state = 'running'
+              AND ($1::text[] IS NULL OR agent_id = ANY($1::text[]))
+            ORDER BY started_at
+            """,
+            agent_ids,
+        )
+        return [_assignment(r) for r in rows]
+
     async def loads(self) -> dict[str, int]:
         """Return the number of running subtasks of every active agent (and any busy one)."""
         rows = await self.pool.fetch(

@@ -1,0 +1,64 @@
+"""An agent's slot is a lease: a workflow closed without giving it back loses it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from temporalio.client import Client
+
+from models.io import TaskInput
+from runtime.store import Store
+from tests.fake_llm import FakeLLM
+from tests.helpers import plan_of, start_task
+from tests.test_organization import wait_for_status
+from tests.test_organization_edges import _fresh_slots, held, org_workers  # noqa: F401
+from worker import Deps
+
+
+async def test_a_terminated_step_gives_its_capacity_one_agent_back(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    # The writer has capacity 1 in the example org.
+    long = {"id": "long", "type": "tool", "tool": "sleep", "args": {"seconds": 120},
+            "assignee": "writer"}
+    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
+        first = await start_task(client, s, TaskInput(plan=plan_of(long),
+                                                      assignee="research-lead"))
+        await wait_for_status(Store(deps.pool), f"{first.id}/long", "RUNNING")
+        assert [r["state"] for r in await held(deps, first.id)] == ["running"]
+        # `temporal workflow terminate` runs no workflow code: nothing frees the slot.
+        await client.get_workflow_handle(f"{first.id}/long").terminate("gone")
+        await first.terminate("gone")
+        second = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "note", "type": "tool", "tool": "echo", "args": {"value": "hi"},
+             "assignee": "writer"}), assignee="research-lead"))
+        # It gets the writer's slot at once and its result waits for review.
+        await wait_for_status(Store(deps.pool), f"{second.id}/note", "REVIEWING")
+        assert await held(deps, first.id) == []
+        await second.terminate("done with the test")
+
+
+async def test_a_slot_leaked_while_a_step_waits_is_reclaimed_when_it_asks_again(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    long = {"id": "long", "type": "tool", "tool": "sleep", "args": {"seconds": 120},
+            "assignee": "writer"}
+    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
+        first = await start_task(client, s, TaskInput(plan=plan_of(long),
+                                                      assignee="research-lead"))
+        await wait_for_status(Store(deps.pool), f"{first.id}/long", "RUNNING")
+        second = await start_task(client, s, TaskInput(plan=plan_of(
+            {"id": "note", "type": "tool", "tool": "echo", "args": {"value": "hi"},
+             "assignee": "writer"}), assignee="research-lead"))
+        await wait_for_status(Store(deps.pool), f"{second.id}/note", "QUEUED")
+        await client.get_workflow_handle(f"{first.id}/long").terminate("gone")
+        # The queued step asks again within QUEUE_RECHECK (30 s) and finds the slot free.
+        for _ in range(450):
+            row = await deps.pool.fetchval(
+                "SELECT status FROM subtasks WHERE id = $1", f"{second.id}/note")
+            if row == "REVIEWING":
+                break
+            await asyncio.sleep(0.1)
+        assert row == "REVIEWING"
+        await second.terminate("done with the test")
