@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +14,6 @@ from typing import Any
 
 import asyncpg
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.agent import AgentActivities
@@ -28,6 +28,7 @@ from activities.store import Store
 from activities.tasks import TaskActivities
 from activities.tokens import load_prices
 from activities.tools import ToolActivities, Toolbox, ToolRegistry, builtin_tools
+from client import TemporalUnreachable, connect, exit_now
 from models.io import Budgets, OrgPolicy, Routing
 from models.org import InvalidOrg, load_org
 from models.settings import Settings
@@ -50,15 +51,6 @@ class Deps:
     sandbox: SandboxFactory | None
     sandbox_problem: str | None = None
     prices: dict[str, Price] | None = None
-
-
-async def connect(settings: Settings) -> Client:
-    """Return a Temporal client on the configured server, speaking pydantic."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 @contextlib.asynccontextmanager
@@ -229,10 +221,16 @@ def main() -> None:
         settings = Settings()
     except Exception as e:  # pydantic names the variable that is wrong
         raise SystemExit(f"worker: bad configuration: {e}") from e
+    # Exit 2, as the CLI does, for what a person must fix before a restart can help; through
+    # exit_now, as the Temporal client's threads may be running.
     try:
         asyncio.run(serve(settings))
     except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
-        raise SystemExit(f"worker: bad configuration: {e}") from e
+        sys.stderr.write(f"worker: bad configuration: {e}\n")
+        exit_now(2)
+    except TemporalUnreachable as e:
+        sys.stderr.write(f"worker: {e}\n")
+        exit_now(2)
 
 
 if __name__ == "__main__":
