@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.roles import activities_by_queue, routing
+from client import TemporalUnreachable, connect, exit_now
 from models.org import InvalidOrg
 from models.tools import InvalidToolsConfig
 from runtime.deps import Deps, open_deps
@@ -25,15 +26,6 @@ from workflows.task import TaskWorkflow
 __all__ = ["Deps", "build_workers", "connect", "open_deps", "routing", "serve"]
 
 log = logging.getLogger("beestown.worker")
-
-
-async def connect(settings: Settings) -> Client:
-    """Return a Temporal client on the configured server, speaking pydantic."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 def _runner(settings: Settings) -> dict[str, Any]:
@@ -100,10 +92,16 @@ def main() -> None:
         settings = Settings()
     except Exception as e:  # pydantic names the variable that is wrong
         raise SystemExit(f"worker: bad configuration: {e}") from e
+    # Exit 2, as the CLI does, for what a person must fix before a restart can help; through
+    # exit_now, as the Temporal client's threads may be running.
     try:
         asyncio.run(serve(settings))
     except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
-        raise SystemExit(f"worker: bad configuration: {e}") from e
+        sys.stderr.write(f"worker: bad configuration: {e}\n")
+        exit_now(2)
+    except TemporalUnreachable as e:
+        sys.stderr.write(f"worker: {e}\n")
+        exit_now(2)
 
 
 if __name__ == "__main__":

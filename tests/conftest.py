@@ -81,23 +81,28 @@ async def _admin_dsn(tmp: Path) -> str:
         return embedded_dsn(tmp)
 
 
-@pytest_asyncio.fixture(scope="session")
-async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A fresh database for this session on a real PostgreSQL, dropped afterwards."""
-    admin = await _admin_dsn(tmp_path_factory.mktemp("pg"))
-    name = f"beestown_test_{uuid.uuid4().hex[:10]}"
+@contextlib.asynccontextmanager
+async def scratch_database(admin: str, prefix: str = "beestown_test") -> AsyncIterator[str]:
+    """Create an empty database beside `admin`'s; yield its DSN; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    dsn = _with_database(admin, name)
-    yield dsn
+    yield _with_database(admin, name)
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A fresh database for this session on a real PostgreSQL, dropped afterwards."""
+    async with scratch_database(await _admin_dsn(tmp_path_factory.mktemp("pg"))) as dsn:
+        yield dsn
 
 
 def _with_database(dsn: str, name: str) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 
+from cli.run import outcome as outcome  # re-exported: the tests wait with it
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from runtime.settings import Settings
-from starter import result_of_failure
 
 
 def plan_of(*steps: dict[str, Any]) -> Plan:
@@ -24,14 +24,6 @@ async def start_task(
         "TaskWorkflow", task, id=task_id or f"t-{uuid.uuid4().hex[:12]}",
         task_queue=settings.task_queue,
     )
-
-
-async def outcome(handle: WorkflowHandle[Any, Any]) -> TaskResult:
-    """Return the task's result, whether the workflow completed or failed."""
-    try:
-        return TaskResult.model_validate(await handle.result())
-    except WorkflowFailureError as e:
-        return result_of_failure(handle.id, e)
 
 
 async def run_plan(client: Client, settings: Settings, *steps: dict[str, Any]) -> TaskResult:

@@ -1,20 +1,27 @@
-"""cli.py as an operator runs it: listings in JSON, the org chart, cancel, refused updates."""
+"""`beestown` as an operator runs it: listings in JSON, the org chart, cancel, refused updates."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+import pytest_asyncio
 from temporalio.client import Client
 
+from cli import dispatch
+from cli.session import EXIT_USAGE, BadUsage, CliError, Refused, Session
 from models.io import TaskInput
 from models.task import Status
 from runtime.settings import Settings
+from tests.conftest import scratch_database
 from tests.helpers import plan_of, run_plan, start_task
 from worker import Deps
 
@@ -31,7 +38,7 @@ async def cli(*args: str, settings: Settings | None = None,
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "cli.py", *args, cwd=ROOT, env=env,
+        sys.executable, "-m", "cli", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -183,3 +190,31 @@ async def test_help_shows_the_plain_temporal_commands() -> None:
     assert "temporal workflow update execute -w T/a --name review" in out
     assert "temporal workflow cancel -w T" in out
 
+
+
+@pytest_asyncio.fixture
+async def empty_database_url(database_url: str) -> AsyncIterator[str]:
+    """A database of its own, into which no org chart was ever loaded."""
+    async with scratch_database(database_url, "beestown_empty") as dsn:
+        yield dsn
+
+
+async def test_beneath_without_an_org_chart_says_so_and_exits_2(
+    empty_database_url: str,
+) -> None:
+    rc, out, err = await cli("beneath", "ceo", database_url=empty_database_url)
+    assert rc == 2, out + err
+    assert err.strip() == "no org chart loaded: beestown org load FILE"
+
+
+async def test_a_cli_error_prints_its_sentence_and_exits_with_its_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def refuses(args: argparse.Namespace, s: Session) -> int:
+        raise CliError("no such thing here", EXIT_USAGE)
+
+    code = await dispatch(argparse.Namespace(func=refuses), Settings())
+    assert code == EXIT_USAGE
+    assert capsys.readouterr().err.strip() == "no such thing here"
+    assert str(CliError("why", 7)) == "why"
+    assert (CliError("why").code, Refused("why").code, BadUsage("why").code) == (1, 1, 2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
@@ -12,15 +11,6 @@ with workflow.unsafe.imports_passed_through():
 # What a failed activity raises in workflow code: ActivityError for a normal activity,
 # but a local activity that fails for good surfaces its ApplicationError directly.
 ACTIVITY_FAILURES = (ActivityError, ApplicationError)
-
-
-def describe(err: ValidationError) -> str:
-    """Return every problem a pydantic validation found, one `field: message` each."""
-    parts = []
-    for e in err.errors():
-        where = ".".join(str(x) for x in e["loc"]) or "payload"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
 
 
 def failure_message(err: BaseException) -> str:

@@ -35,8 +35,9 @@ with workflow.unsafe.imports_passed_through():
         ResolveEscalation,
     )
     from models.task import Status
+    from runtime.documents import describe
     from workflows import policies
-    from workflows.failures import ACTIVITY_FAILURES, describe, failure_message
+    from workflows.failures import ACTIVITY_FAILURES, failure_message
     from workflows.subtask.outcomes import WORK_AGAIN, Done, ReplanFailed, Trouble, WorkAgain
     from workflows.subtask.slots import Slots
     from workflows.subtask.state import Records, StepState

@@ -23,8 +23,8 @@ with workflow.unsafe.imports_passed_through():
     from models.org import ReviewPolicy
     from models.review import Decision, ReviewAck, ReviewInput, ReviewRequest
     from models.task import Status
+    from runtime.documents import describe
     from workflows import policies
-    from workflows.failures import describe
     from workflows.subtask.slots import Slots
     from workflows.subtask.state import Records, StepState
 

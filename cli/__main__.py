@@ -1,0 +1,5 @@
+"""`python -m cli ...` is `beestown ...`."""
+
+from cli import main
+
+main()

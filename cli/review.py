@@ -1,0 +1,169 @@
+"""`beestown review`, `resolve`, `escalations` and `beneath`: where people decide."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from rich.markup import escape
+from rich.table import Table
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from cli.output import cut, emit_json, styled, when
+from cli.session import EXIT_OK, BadUsage, Refused, Session
+from models.org import InvalidOrg
+from models.plan import InvalidPlan
+from models.review import (
+    Action,
+    Decision,
+    Escalation,
+    ResolveEscalation,
+    ReviewAck,
+    ReviewInput,
+)
+from runtime.documents import describe, load_plan
+from workflows.failures import failure_message
+
+
+# -- updates: review and resolve -------------------------------------------------------------
+async def _update(s: Session, workflow_id: str, name: str, payload: BaseModel,
+                  result_type: type[BaseModel], within_s: float) -> Any:
+    handle = (await s.client()).get_workflow_handle(workflow_id)
+    try:
+        return await asyncio.wait_for(
+            handle.execute_update(name, payload, result_type=result_type), timeout=within_s)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        msg = cause.message if isinstance(cause, ApplicationError) else failure_message(cause)
+        raise Refused(f"{name} refused: {msg}") from e
+    except RPCError as e:
+        raise Refused(f"{name} on {workflow_id} failed: {e.message}") from e
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as e:
+        raise Refused(f"{name} on {workflow_id}: no worker answered within {within_s:g} s "
+                      "(is a worker running on its task queue?)") from e
+
+
+async def cmd_review(args: argparse.Namespace, s: Session) -> int:
+    try:
+        verdict = ReviewInput(reviewer_id=args.reviewer,
+                              decision=Decision.APPROVE if args.approve else Decision.REJECT,
+                              feedback=args.feedback or "")
+    except ValidationError as e:
+        raise BadUsage(describe(e)) from e
+    ack: ReviewAck = await _update(s, args.subtask_id, "review", verdict, ReviewAck,
+                                   args.timeout)
+    if args.json:
+        emit_json(ack)
+    else:
+        s.out.print(f"{escape(ack.subtask_id)}: round {ack.round + 1} "
+                    f"[bold]{ack.decision.value}d[/] by {escape(args.reviewer)}")
+    return EXIT_OK
+
+
+async def cmd_resolve(args: argparse.Namespace, s: Session) -> int:
+    plan = None
+    if args.plan is not None:
+        try:
+            plan = load_plan(args.plan, max_steps=s.settings.max_plan_steps)
+        except InvalidPlan as e:
+            raise BadUsage("invalid plan:\n  " + "\n  ".join(e.errors)) from e
+    try:
+        decision = ResolveEscalation(by=args.by, action=Action(args.action),
+                                     assignee=args.assignee, plan=plan, note=args.note)
+    except ValidationError as e:
+        raise BadUsage(describe(e)) from e
+    esc: Escalation = await _update(s, args.subtask_id, "resolve_escalation", decision,
+                                    Escalation, args.timeout)
+    if args.json:
+        emit_json({"escalation": esc.model_dump(mode="json") | {"id": esc.id},
+                   "decision": decision.model_dump(mode="json", exclude={"plan"})})
+    else:
+        s.out.print(f"escalation {escape(esc.id)} ({esc.reason.value}, held by "
+                    f"{escape(esc.holder)}): [bold]{decision.action.value}[/] "
+                    f"by {escape(args.by)}")
+    return EXIT_OK
+
+
+# -- escalations -------------------------------------------------------------------------------
+async def cmd_escalations(args: argparse.Namespace, s: Session) -> int:
+    rows = await (await s.store()).escalations(only_open=not args.all)
+    if args.json:
+        emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        s.out.print("no escalations" if args.all else "no open escalations")
+        return EXIT_OK
+    table = Table(title="escalations" if args.all else "open escalations",
+                  title_justify="left")
+    cols = ["id", "subtask", "reason", "holder", "level", "chain", "error", "opened"]
+    if args.all:
+        cols.insert(1, "status")
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        chain = " → ".join(
+            f"[bold]{escape(c)}[/]" if i == r["level"] else escape(c)
+            for i, c in enumerate(r["chain"]))
+        cells = [escape(r["id"]), escape(r["subtask_id"]), r["reason"], escape(r["holder"]),
+                 str(r["level"]), chain, cut(r["error"], 60), when(r["opened_at"])]
+        if args.all:
+            cells.insert(1, r["status"])
+        table.add_row(*cells)
+    s.out.print(table)
+    return EXIT_OK
+
+
+# -- beneath: a manager's view ---------------------------------------------------------------
+async def cmd_beneath(args: argparse.Namespace, s: Session) -> int:
+    from runtime.org_store import OrgStore
+
+    pool = await s.pool()
+    try:
+        chart = await OrgStore(pool).load_org()
+    except (InvalidOrg, ValidationError) as e:
+        raise BadUsage("no org chart loaded: beestown org load FILE") from e
+    if args.agent_id not in chart:
+        raise Refused(f"unknown agent {args.agent_id!r}")
+    team = [args.agent_id, *(a.id for a in chart.subtree(args.agent_id))]
+    rows = await pool.fetch(
+        """
+        SELECT s.id, s.assignee, s.status, s.waiting_for, s.updated_at,
+               coalesce((SELECT sum(prompt_tokens + completion_tokens) FROM usage u
+                         WHERE u.subtask_id = s.id), 0) AS tokens
+        FROM subtasks s WHERE s.assignee = ANY($1::text[])
+          AND ($2 OR s.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'BLOCKED')
+               OR s.waiting_for IS NOT NULL)
+        ORDER BY s.updated_at DESC LIMIT $3
+        """,
+        team, args.all, args.limit,
+    )
+    reports = await pool.fetch(
+        """
+        SELECT subtask_id, data, created_at FROM events
+        WHERE kind = 'completed' AND data->>'to' = $1 ORDER BY created_at DESC LIMIT $2
+        """,
+        args.agent_id, args.limit,
+    )
+    work = [dict(r) for r in rows]
+    received = [{"subtask_id": r["subtask_id"], "at": r["created_at"], **r["data"]}
+                for r in reports]
+    if args.json:
+        emit_json({"agent": args.agent_id, "team": team, "work": work, "reports": received})
+        return EXIT_OK
+    table = Table(title=f"work beneath {args.agent_id} ({len(team)} agents)",
+                  title_justify="left")
+    for col in ("subtask", "assignee", "status", "waiting for", "tokens", "updated"):
+        table.add_column(col, overflow="fold")
+    for w in work:
+        table.add_row(escape(w["id"]), escape(w["assignee"] or ""), styled(w["status"]),
+                      escape(w["waiting_for"] or ""), str(w["tokens"]), when(w["updated_at"]))
+    s.out.print(table)
+    if received:
+        s.out.print(f"[bold]reports to {escape(args.agent_id)}[/]")
+        for r in received:
+            s.out.print(f"  {escape(r['subtask_id'])}: {escape(str(r.get('summary', '')))}")
+    return EXIT_OK

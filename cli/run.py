@@ -1,0 +1,168 @@
+"""`beestown run` (and `python starter.py`): start a task and, with --wait, follow it.
+
+    beestown run "Summarise the three largest files in this repo"
+    beestown run --plan examples/demo.yaml --wait
+    beestown run --plan examples/demo.yaml --wait --json
+
+`outcome` is the one way to wait for a task's TaskResult, whether its workflow completed,
+failed or was cancelled: `follow`, `beestown cancel --wait` and the tests use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.service import RPCError
+
+from cli.output import styled
+from cli.session import EXIT_FAILED, EXIT_OK, BadUsage, Session
+from models.io import Progress, TaskInput, TaskResult
+from models.plan import InvalidPlan
+from models.task import Priority, Status
+from runtime.documents import load_plan
+from runtime.settings import Settings
+from workflows.failures import failure_message
+
+NO_LLM = (
+    "no LLM endpoint is configured. Set OPENAI_BASE_URL (and OPENAI_API_KEY, "
+    "BEESTOWN_MODEL) for the worker and here, e.g.\n"
+    "  OPENAI_BASE_URL=http://localhost:11434/v1 OPENAI_API_KEY=x BEESTOWN_MODEL=llama3\n"
+    "or run an explicit plan with no LLM at all:\n"
+    "  beestown run --plan examples/demo.yaml --wait"
+)
+
+
+def new_task_id() -> str:
+    return f"task-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def ui_link(settings: Settings, workflow_id: str, run_id: str | None) -> str:
+    """Return the Temporal Web UI page of a workflow (its run's history when known)."""
+    base = settings.temporal_ui_url.rstrip("/")
+    path = f"{base}/namespaces/{quote(settings.temporal_namespace, safe='')}/workflows/"
+    path += quote(workflow_id, safe="")
+    return f"{path}/{run_id}/history" if run_id else path
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (exit 2) what argparse alone cannot: a prompt and a plan, a '/' in --id."""
+    if bool(args.prompt) == bool(args.plan):
+        parser.error("give either a prompt or --plan FILE (not both)")
+    if args.task_id and "/" in args.task_id:
+        parser.error("--id must not contain '/': subtask ids are '<task-id>/<step-id>'")
+
+
+# -- waiting for a task ------------------------------------------------------------------------
+def result_of_failure(task_id: str, e: WorkflowFailureError) -> TaskResult:
+    """Return the TaskResult a failed or cancelled task workflow carries (or one made up)."""
+    cause = e.cause
+    if isinstance(cause, CancelledError):
+        return TaskResult(task_id=task_id, status=Status.CANCELLED, error="cancelled")
+    if isinstance(cause, ApplicationError) and cause.details:
+        try:
+            return TaskResult.model_validate(cause.details[0])
+        except ValueError:
+            pass
+    return TaskResult(task_id=task_id, status=Status.FAILED,
+                      error=failure_message(cause) if cause else str(e))
+
+
+async def outcome(handle: WorkflowHandle[Any, Any]) -> TaskResult:
+    """Return the task's result once its workflow closes, whether it completed or failed."""
+    try:
+        return TaskResult.model_validate(await handle.result())
+    except WorkflowFailureError as e:
+        return result_of_failure(handle.id, e)
+
+
+def progress_table(progress: Progress) -> Table:
+    table = Table(title=f"{escape(progress.task_id)}  {styled(progress.status.value)}",
+                  title_justify="left")
+    for col in ("step", "type", "status", "output / error"):
+        table.add_column(col, overflow="fold")
+    for s in progress.subtasks:
+        detail = s.error or ("" if s.output is None else json.dumps(s.output)[:80])
+        table.add_row(escape(s.step_id), s.type, styled(s.status.value), escape(detail))
+    return table
+
+
+async def follow(handle: WorkflowHandle[Any, Any], console: Console, *, quiet: bool) -> TaskResult:
+    """Show progress until the workflow closes; return its TaskResult (even when it failed)."""
+    closed = asyncio.ensure_future(outcome(handle))
+    live = None if quiet else Live(console=console, auto_refresh=False, transient=False)
+    if live is None:
+        return await closed
+    live.start()
+    try:
+        while not closed.done():
+            try:
+                progress = await handle.query("progress", result_type=Progress)
+                live.update(progress_table(progress), refresh=True)
+            except RPCError:
+                pass  # not started by a worker yet
+            await asyncio.wait([closed], timeout=0.5)
+        result = closed.result()
+        live.update(progress_table(Progress(task_id=result.task_id, status=result.status,
+                                            subtasks=result.subtasks)), refresh=True)
+        return result
+    finally:
+        closed.cancel()  # a no-op unless something above raised
+        live.stop()
+        console.print()
+
+
+# -- the command -------------------------------------------------------------------------------
+async def cmd_run(args: argparse.Namespace, s: Session) -> int:
+    settings = s.settings
+    console = s.err if args.json else s.out  # with --json, stdout holds the result only
+    plan = None
+    if args.plan:
+        try:
+            plan = load_plan(args.plan, max_steps=settings.max_plan_steps)
+        except InvalidPlan as e:
+            raise BadUsage("invalid plan: " + "\n  ".join(e.errors)) from e
+    elif not settings.llm_configured:
+        raise BadUsage(NO_LLM)
+    task = TaskInput(prompt=args.prompt or "", plan=plan, title=args.title,
+                     priority=Priority(args.priority))
+    client = await s.client()
+    task_id = args.task_id or new_task_id()
+    try:
+        handle = await client.start_workflow(
+            "TaskWorkflow", task, id=task_id, task_queue=settings.task_queue,
+            # A task id names one run: its rows and children's ids are keyed by it.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=(args.title or (plan.title if plan else "") or args.prompt or "")[:200],
+        )
+    except WorkflowAlreadyStartedError as e:
+        raise BadUsage(f"task id {task_id!r} is already taken; choose another --id") from e
+    console.print(f"task [bold]{escape(task_id)}[/]")
+    console.print(ui_link(settings, task_id, handle.result_run_id), soft_wrap=True,
+                  markup=False)
+    if not (args.wait or args.json):
+        return EXIT_OK
+    result = await follow(handle, console, quiet=args.json)
+    if args.json:
+        sys.stdout.write(result.model_dump_json() + "\n")
+    else:
+        console.print(styled(result.status.value)
+                      + (f": {escape(result.error)}" if result.error else ""))
+    return EXIT_OK if result.status is Status.COMPLETED else EXIT_FAILED

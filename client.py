@@ -1,0 +1,84 @@
+"""The one way BeesTown's entry points reach Temporal: `await connect(settings)`.
+
+    client = await connect(settings)        # worker.py, starter.py, the CLI
+    ...
+    except TemporalUnreachable as e:        # entry points print str(e) and exit 2
+
+Every client speaks the pydantic data converter. Where to connect comes from `Settings`
+as one `ClientConnectConfig`, the shape `temporalio.envconfig` profiles load into, so a
+profile can later be laid under it without touching the callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from typing import NoReturn
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConnectConfig
+
+from runtime.settings import Settings
+
+__all__ = ["CONNECT_TIMEOUT_S", "TemporalUnreachable", "connect", "connect_config", "exit_now"]
+
+# A refused port fails in well under a second; a silent address (firewall, wrong host)
+# would otherwise hang the caller, so give up after this long and say where we tried.
+CONNECT_TIMEOUT_S = 15.0
+
+
+class TemporalUnreachable(Exception):
+    """No Temporal server answered at the configured address; `str()` is one line for people."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot reach Temporal at {address}: {reason}. "
+                         "Start it (see README) or set TEMPORAL_ADDRESS.")
+        self.address = address
+        self.reason = reason
+
+
+def connect_config(settings: Settings) -> ClientConnectConfig:
+    """Return where and how to connect, as `Client.connect` keyword arguments."""
+    return ClientConnectConfig(target_host=settings.temporal_address,
+                               namespace=settings.temporal_namespace)
+
+
+async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
+    """Return a Temporal client on the configured server, speaking pydantic.
+
+    Raises:
+        TemporalUnreachable: the server refused, or did not answer within `timeout_s`.
+    """
+    config = connect_config(settings)
+    address = config.get("target_host", settings.temporal_address)
+    try:
+        return await asyncio.wait_for(
+            Client.connect(**config, data_converter=pydantic_data_converter),
+            timeout=timeout_s)
+    except TimeoutError as e:
+        raise TemporalUnreachable(address, f"no answer within {timeout_s:g} s") from e
+    except RuntimeError as e:  # the core SDK reports every transport failure as one
+        raise TemporalUnreachable(address, _first_line(e)) from e
+
+
+def _first_line(e: BaseException) -> str:
+    """The operating system's words when the core SDK quotes them, else its first line."""
+    text = str(e) or type(e).__name__
+    if quoted := re.search(r'message: "([^"]+)"', text):
+        return quoted.group(1)  # e.g. "Connection refused"
+    return text.splitlines()[0].removeprefix("Failed client connect: ")
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with `code` once stdout and stderr are flushed, skipping finalization.
+
+    The core SDK's native threads can race interpreter finalization and abort the process
+    (seen as rc 134 after a correct run, and after a refused connect), so entry points that
+    made a client leave through here.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
