@@ -23,13 +23,23 @@ from runtime.settings import Settings
 from runtime.store import Store
 from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, plan_of, start_task
-from tests.test_organization import wait_for_status
+from tests.test_organization import org_worker, wait_for_status
 from tests.test_organization_edges import _fresh_slots, org_workers  # noqa: F401
 from worker import Deps
 from workflows import policies
 
 DRAFT = {"id": "draft", "type": "tool", "tool": "echo", "args": {"value": "v"},
          "assignee": "writer"}
+
+
+async def draft_in_review(client: Client, deps: Deps, settings: Settings
+                          ) -> tuple[WorkflowHandle[Any, Any], str]:
+    """Start a task whose one step waits for research-lead's review; return it and the step."""
+    h = await start_task(client, settings, TaskInput(plan=plan_of(DRAFT),
+                                                     assignee="research-lead"))
+    sub = f"{h.id}/draft"
+    await wait_for_status(Store(deps.pool), sub, "REVIEWING")
+    return h, sub
 
 
 async def view(client: Client, sub: str) -> SubtaskView:
@@ -69,41 +79,37 @@ async def history_has_update(handle: WorkflowHandle[Any, Any]) -> bool:
 
 
 async def test_review_signal_approves_and_bad_signals_are_refused_and_recorded(
-    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+    client: Client, deps: Deps, org_worker: Settings
 ) -> None:
-    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
-        h = await start_task(client, s, TaskInput(plan=plan_of(DRAFT),
-                                                  assignee="research-lead"))
-        sub = f"{h.id}/draft"
-        child = client.get_workflow_handle(sub)
-        await wait_for_status(Store(deps.pool), sub, "REVIEWING")
-        shown = await view(client, sub)
-        assert shown.status is Status.REVIEWING
-        assert shown.waiting_for == "research-lead"
-        assert shown.review_round == 1
-        # Wrong reviewer, malformed payload, stale round: each changes nothing.
-        await child.signal("review", {"reviewer_id": "ceo", "decision": "approve"})
-        await child.signal("review", {"reviewer_id": "research-lead", "decision": "maybe"})
-        await child.signal("review", {"reviewer_id": "research-lead", "decision": "approve",
-                                      "round": 7})
-        refusals = await until(
-            lambda: _refusals(client, sub, 3), "three refusals in the step's query")
-        assert "only research-lead may review" in refusals[0]
-        assert "malformed verdict" in refusals[1]
-        assert "decision" in refusals[1]
-        assert "round 7" in refusals[2]
-        assert "stale" in refusals[2]
-        assert (await view(client, sub)).status is Status.REVIEWING
-        recorded = await until(lambda: events(deps, sub, "signal_refused"),
-                               "refusals in the events table")
-        assert recorded[0]["signal"] == "review"
-        # A good signal is applied, and the task completes.
-        await child.signal("review", {"reviewer_id": "research-lead", "decision": "approve",
-                                      "round": 1})
-        result = await asyncio.wait_for(outcome(h), 30)
-        assert result.status is Status.COMPLETED
-        assert not await history_has_update(child)
-        assert len(await events(deps, sub, "signal_refused")) == 3
+    h, sub = await draft_in_review(client, deps, org_worker)
+    child = client.get_workflow_handle(sub)
+    shown = await view(client, sub)
+    assert shown.status is Status.REVIEWING
+    assert shown.waiting_for == "research-lead"
+    assert shown.review_round == 1
+    # Wrong reviewer, malformed payload, stale round: each changes nothing.
+    await child.signal("review", {"reviewer_id": "ceo", "decision": "approve"})
+    await child.signal("review", {"reviewer_id": "research-lead", "decision": "maybe"})
+    await child.signal("review", {"reviewer_id": "research-lead", "decision": "approve",
+                                  "round": 7})
+    refusals = await until(
+        lambda: _refusals(client, sub, 3), "three refusals in the step's query")
+    assert "only research-lead may review" in refusals[0]
+    assert "malformed verdict" in refusals[1]
+    assert "decision" in refusals[1]
+    assert "round 7" in refusals[2]
+    assert "stale" in refusals[2]
+    assert (await view(client, sub)).status is Status.REVIEWING
+    recorded = await until(lambda: events(deps, sub, "signal_refused"),
+                           "refusals in the events table")
+    assert recorded[0]["signal"] == "review"
+    # A good signal is applied, and the task completes.
+    await child.signal("review", {"reviewer_id": "research-lead", "decision": "approve",
+                                  "round": 1})
+    result = await asyncio.wait_for(outcome(h), 30)
+    assert result.status is Status.COMPLETED
+    assert not await history_has_update(child)
+    assert len(await events(deps, sub, "signal_refused")) == 3
 
 
 async def _refusals(client: Client, sub: str, n: int) -> list[str] | None:
@@ -115,10 +121,7 @@ async def test_a_review_signal_sent_while_no_worker_runs_is_applied_when_one_sta
     client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
 ) -> None:
     async with org_workers(client, deps, database_url, llm, tmp_path) as s:
-        h = await start_task(client, s, TaskInput(plan=plan_of(DRAFT),
-                                                  assignee="research-lead"))
-        sub = f"{h.id}/draft"
-        await wait_for_status(Store(deps.pool), sub, "REVIEWING")
+        h, sub = await draft_in_review(client, deps, s)
     # Every worker is gone (a deploy): the signal is still recorded by Temporal.
     await client.get_workflow_handle(sub).signal(
         "review", {"reviewer_id": "research-lead", "decision": "approve"})
@@ -129,28 +132,24 @@ async def test_a_review_signal_sent_while_no_worker_runs_is_applied_when_one_sta
 
 
 async def test_a_rejection_sent_twice_is_applied_once_and_the_second_is_stale(
-    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+    client: Client, deps: Deps, org_worker: Settings
 ) -> None:
-    async with org_workers(client, deps, database_url, llm, tmp_path) as s:
-        h = await start_task(client, s, TaskInput(plan=plan_of(DRAFT),
-                                                  assignee="research-lead"))
-        sub = f"{h.id}/draft"
-        child = client.get_workflow_handle(sub)
-        await wait_for_status(Store(deps.pool), sub, "REVIEWING")
-        reject = ReviewInput(reviewer_id="research-lead", decision=Decision.REJECT,
-                             feedback="add the date", round=1)
-        ack = await child.execute_update("review", reject)
-        assert ack["round"] == 1
-        # The rework's review (round 2) opens; the same rejection again is stale.
-        await until(lambda: _round(client, sub, 2), "review round 2 open")
-        with pytest.raises(WorkflowUpdateFailedError) as stale_update:
-            await child.execute_update("review", reject)
-        assert "no longer open" in str(stale_update.value.cause)
-        await child.signal("review", reject.model_dump(mode="json"))
-        await until(lambda: _refusals(client, sub, 1), "the stale signal refused")
-        await child.execute_update("review", ReviewInput(
-            reviewer_id="research-lead", decision=Decision.APPROVE, round=2))
-        result = await asyncio.wait_for(outcome(h), 30)
+    h, sub = await draft_in_review(client, deps, org_worker)
+    child = client.get_workflow_handle(sub)
+    reject = ReviewInput(reviewer_id="research-lead", decision=Decision.REJECT,
+                         feedback="add the date", round=1)
+    ack = await child.execute_update("review", reject)
+    assert ack["round"] == 1
+    # The rework's review (round 2) opens; the same rejection again is stale.
+    await until(lambda: _round(client, sub, 2), "review round 2 open")
+    with pytest.raises(WorkflowUpdateFailedError) as stale_update:
+        await child.execute_update("review", reject)
+    assert "no longer open" in str(stale_update.value.cause)
+    await child.signal("review", reject.model_dump(mode="json"))
+    await until(lambda: _refusals(client, sub, 1), "the stale signal refused")
+    await child.execute_update("review", ReviewInput(
+        reviewer_id="research-lead", decision=Decision.APPROVE, round=2))
+    result = await asyncio.wait_for(outcome(h), 30)
     assert result.status is Status.COMPLETED
     # Two rounds of work, not three.
     assert [e["round"] for e in await events(deps, sub, "review_requested")] == [1, 2]
