@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -35,7 +34,7 @@ from temporalio.service import RPCError
 from models.io import Progress, TaskInput, TaskResult
 from models.plan import InvalidPlan
 from models.task import Priority, Status
-from runtime.documents import describe, load_plan
+from runtime.documents import load_plan
 from runtime.settings import Settings
 from workflows.failures import failure_message
 
@@ -65,13 +64,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--id", dest="task_id", help="task id (default: generated)")
     p.add_argument("--title", default="")
     p.add_argument("--priority", choices=[x.value for x in Priority], default="medium")
-    p.add_argument("--project", metavar="ID", help="the project it belongs to "
-                   "(default: 'default'); memories are recalled within it")
-    p.add_argument("--file", dest="related_files", action="append", default=[], metavar="PATH",
-                   help="a related file under the worker's BEESTOWN_WORKSPACE (repeatable)")
-    p.add_argument("--agent", dest="related_agents", action="append", default=[],
-                   metavar="ID", help="a related agent of the org chart (repeatable)")
-    p.add_argument("--parent", metavar="TASK_ID", help="the task this one serves")
     p.add_argument("--wait", action="store_true", help="follow the task until it ends")
     p.add_argument("--json", action="store_true",
                    help="print the final result as one JSON object (implies --wait)")
@@ -155,14 +147,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             "  python starter.py --plan examples/demo.yaml --wait"
         )
         return EXIT_USAGE
-    try:
-        task = TaskInput(prompt=args.prompt or "", plan=plan, title=args.title,
-                         priority=Priority(args.priority), project_id=args.project,
-                         related_files=args.related_files, related_agents=args.related_agents,
-                         parent_task=args.parent)
-    except ValidationError as e:
-        console.print(f"[red]bad task:[/] {describe(e)}")
-        return EXIT_USAGE
+    task = TaskInput(prompt=args.prompt or "", plan=plan, title=args.title,
+                     priority=Priority(args.priority))
     try:
         client = await Client.connect(settings.temporal_address,
                                       namespace=settings.temporal_namespace,

@@ -29,7 +29,6 @@ from runtime.tools.registry import ToolRegistry
 from tests.conftest import make_settings, temporal_address
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
-from tests.test_starter import starter
 from worker import Deps, build_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,26 +224,7 @@ async def test_nested_tasks_inherit_the_project_files_and_know_their_parent_task
     assert "The okapi brief" in context  # the file the top task named
     memory = await deps.pool.fetchrow(
         "SELECT project_id, agent_id FROM memories WHERE id = $1", f"{t}/facts/sub1/lookup")
-    assert memory is not None
     assert (memory["project_id"], memory["agent_id"]) == (project, "searcher")
-
-
-async def test_starter_sends_the_project_related_files_agents_and_parent(
-    worker: Settings, deps: Deps, tmp_path: Path
-) -> None:
-    plan = tmp_path / "p.yaml"
-    plan.write_text("steps:\n- {id: a, type: tool, tool: echo, args: {value: hi}}\n")
-    task_id = f"starter-ctx-{uuid.uuid4().hex[:8]}"
-    rc, _, err = await starter("--plan", str(plan), "--wait", "--id", task_id,
-                               "--project", "zoo", "--file", "docs/brief.md", "--file", "b.md",
-                               "--agent", "writer", settings=worker)
-    assert rc == 0, err
-    row = await Store(deps.pool).get_task(task_id)
-    assert (row["project_id"], list(row["related_files"]), list(row["related_agents"])) == (
-        "zoo", ["docs/brief.md", "b.md"], ["writer"])
-    rc, out, err = await starter("--plan", str(plan), "--project", "../x", settings=worker)
-    assert rc == 2
-    assert "project" in out + err
 
 
 # -- memory --------------------------------------------------------------------------------
