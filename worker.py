@@ -19,7 +19,6 @@ from models.tools import InvalidToolsConfig
 from runtime.deps import Deps, open_deps
 from runtime.llm.prices import PriceTableError
 from runtime.settings import Settings
-from runtime.tools.files import InvalidWorkspace
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
 
@@ -103,7 +102,7 @@ def main() -> None:
         raise SystemExit(f"worker: bad configuration: {e}") from e
     try:
         asyncio.run(serve(settings))
-    except (InvalidToolsConfig, PriceTableError, InvalidOrg, InvalidWorkspace) as e:
+    except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
         raise SystemExit(f"worker: bad configuration: {e}") from e
 
 

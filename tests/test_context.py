@@ -19,6 +19,7 @@ from temporalio.client import Client
 from models.io import TaskInput
 from models.review import Decision, ReviewInput
 from models.task import Status
+from models.tools import InvalidToolsConfig
 from runtime.documents import load_org
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
@@ -115,6 +116,9 @@ async def test_workspace_refuses_traversal_outside_paths_and_escaping_symlinks(
     blob = await ws.read("blob.bin")  # not UTF-8: replaced, not fatal
     assert "\ufffd" in blob.text
     assert not blob.truncated
+    # A root that is not a directory stops the worker like a bad tools file.
+    with pytest.raises(InvalidToolsConfig, match="BEESTOWN_WORKSPACE"):
+        Workspace(tmp_path / "secret.txt")
 
 
 async def test_read_file_tool_reads_the_workspace_and_refuses_the_rest(tmp_path: Path) -> None:
@@ -224,6 +228,7 @@ async def test_nested_tasks_inherit_the_project_files_and_know_their_parent_task
     assert "The okapi brief" in context  # the file the top task named
     memory = await deps.pool.fetchrow(
         "SELECT project_id, agent_id FROM memories WHERE id = $1", f"{t}/facts/sub1/lookup")
+    assert memory is not None
     assert (memory["project_id"], memory["agent_id"]) == (project, "searcher")
 
 

@@ -19,13 +19,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.tools import InvalidToolsConfig
 from runtime.tools.registry import ToolRegistry
 
 __all__ = ["FileRefused", "FileText", "InvalidWorkspace", "Workspace", "register_file_tools"]
 
 
-class InvalidWorkspace(ValueError):
-    """The configured workspace root is not a directory."""
+class InvalidWorkspace(InvalidToolsConfig):
+    """The configured workspace root is not a directory (the `read_file` tool's
+    configuration: the worker refuses to start, as for a bad tools file)."""
 
 
 class FileRefused(ValueError):
@@ -55,7 +57,7 @@ class Workspace:
 
     def __init__(self, root: Path, *, limit: int = 65_536) -> None:
         if not root.is_dir():
-            raise InvalidWorkspace(f"workspace root {root} is not a directory")
+            raise InvalidWorkspace([f"BEESTOWN_WORKSPACE: {root} is not a directory"])
         self.root = root.resolve()
         self.limit = limit
 
