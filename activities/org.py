@@ -36,6 +36,9 @@ from runtime.store import Store
 
 T = TypeVar("T")
 
+# The event a subtask notes when its result is final (SubtaskWorkflow._complete).
+COMPLETED_EVENT = "completed"
+
 
 def _slot_key(subtask_id: str, attempt: int) -> str:
     # Each round of work on a subtask takes its own slot (a rework after a rejection
@@ -173,6 +176,9 @@ class OrgActivities:
                 waiting_for=inp.waiting_for)
         await self.store.add_event(inp.key, task_id=inp.task_id, subtask=inp.subtask_id,
                                    kind=inp.kind, data=dict(inp.data))
+        if inp.kind == COMPLETED_EVENT:
+            # Approved (or not reviewed): only now may later agents recall the result.
+            await self.store.remember_completed(inp.subtask_id)
 
     @activity.defn(name="record_escalation")
     @boundary

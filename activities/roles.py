@@ -22,7 +22,7 @@ from activities.steps import StepBook, SubtaskActivities
 from activities.tasks import TaskActivities
 from activities.tools import ToolActivities
 from models.io import Budgets, OrgPolicy, Routing
-from runtime.deps import Deps
+from runtime.deps import Deps, workspace_from
 from runtime.llm.metered import MeteredLLM
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
@@ -84,7 +84,8 @@ def activities_by_queue(
     if "llm" in roles:
         llm = LLMActivities(llm=metered("or run an explicit plan with --plan FILE"),
                             tool_names=deps.registry.names())
-        agent = AgentActivities(llm=metered(), book=book, toolbox=deps.registry)
+        agent = AgentActivities(llm=metered(), book=book, toolbox=deps.registry,
+                                org=org_store, workspace=workspace_from(settings))
         by_queue.setdefault(settings.queue_for("llm"), []).extend(
             [llm.split_task, agent.agent_turn, agent.write_code,
              org.review_with_llm, org.decide_escalation_with_llm]

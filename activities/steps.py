@@ -22,6 +22,7 @@ from models.io import (
     StepRun,
 )
 from models.task import InvalidTransition, Result, Status
+from runtime.records import memory_of
 from runtime.store import Store
 
 
@@ -39,9 +40,6 @@ def summarize(value: Any, *, limit: int = 200) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-MEMORY_CHARS = 4000  # of a result, kept as a memory
 
 
 class StepBook:
@@ -92,15 +90,14 @@ class StepBook:
             run.subtask_id, status=done if result.success else Status.FAILED, result=result,
             error=result.error, at=now,
         )
-        if result.success:
-            # Later agents recall finished work by full-text search over these.
-            text = result.output if isinstance(result.output, str) else json.dumps(
-                result.output, default=str)
-            await self.store.remember(
-                run.subtask_id, task_id=run.task_id, subtask=run.subtask_id,
-                title=f"{run.step.title or run.step.id}: {run.step.description}".strip(),
-                content=text[:MEMORY_CHARS],
-            )
+        if result.success and not run.hold_for_review:
+            # Nobody reviews it: the result is final, and later agents of the project may
+            # recall it. A reviewed result is remembered once approved (OrgActivities).
+            title, content = memory_of(step_id=run.step.id, title=run.step.title,
+                                       description=run.step.description, output=result.output)
+            await self.store.remember(run.subtask_id, task_id=run.task_id,
+                                      subtask=run.subtask_id, title=title, content=content,
+                                      agent_id=run.agent_id)
         return self._outcome(run, result)
 
     @staticmethod

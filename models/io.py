@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from models.instants import UtcDatetime
 from models.plan import Plan, PlanStep
@@ -14,6 +14,12 @@ from models.task import Metrics, Priority, Status
 # Outputs larger than this (as JSON) travel through history as a preview; the full value
 # stays in PostgreSQL and activities load it by subtask id.
 INLINE_OUTPUT_LIMIT = 8_192
+
+#: The project of a task that names none and has no parent task: one per org.
+DEFAULT_PROJECT = "default"
+PROJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Related files and agents a task may name (each is a line or a file in a prompt).
+MAX_RELATED = 50
 
 
 class Budgets(BaseModel):
@@ -66,6 +72,25 @@ class TaskInput(BaseModel):
     parent_subtask: str | None = Field(None, description="set when a manager decomposes a "
                                        "subtask as a nested task")
     depth: int = Field(0, ge=0, description="how many decompositions above this one")
+    # The seed's Task fields; its camelCase names are accepted too. They travel as ids and
+    # paths: what they name is read by the activities that build an agent's context.
+    project_id: str | None = Field(
+        None, pattern=PROJECT_ID_PATTERN,
+        validation_alias=AliasChoices("project_id", "projectId"),
+        description="the project it belongs to; default: its parent task's, else "
+        f"{DEFAULT_PROJECT!r}")
+    related_files: list[str] = Field(
+        default_factory=list, max_length=MAX_RELATED,
+        validation_alias=AliasChoices("related_files", "relatedFiles"),
+        description="paths under the worker's workspace root, read into agents' context")
+    related_agents: list[str] = Field(
+        default_factory=list, max_length=MAX_RELATED,
+        validation_alias=AliasChoices("related_agents", "relatedAgents"),
+        description="agent ids whose roles and skills agents are told about")
+    parent_task: str | None = Field(
+        None, validation_alias=AliasChoices("parent_task", "parentTask", "parentTaskId",
+                                            "parent_task_id"),
+        description="the task this one serves; set for nested tasks from parent_subtask")
 
 
 class BeginTaskInput(BaseModel):

@@ -189,6 +189,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX escalations_open_idx ON escalations (status, opened_at);
     """,
+    # Projects: a task belongs to one (the org's 'default' unless it names another or
+    # inherits its parent task's), and so do the memories its steps leave. Memories
+    # written before this were kept before review: those of steps that never completed
+    # (rejected or failed drafts) go.
+    """
+    CREATE TABLE projects (
+        id text PRIMARY KEY,
+        name text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    INSERT INTO projects (id, name) VALUES ('default', 'default');
+    ALTER TABLE tasks ADD COLUMN project_id text NOT NULL DEFAULT 'default'
+            REFERENCES projects(id),
+        ADD COLUMN related_files text[] NOT NULL DEFAULT '{}',
+        ADD COLUMN related_agents text[] NOT NULL DEFAULT '{}',
+        ADD COLUMN parent_task text;
+    CREATE INDEX tasks_project_idx ON tasks (project_id);
+    ALTER TABLE memories ADD COLUMN project_id text NOT NULL DEFAULT 'default';
+    DELETE FROM memories m WHERE NOT EXISTS (
+        SELECT 1 FROM subtasks s WHERE s.id = m.subtask_id AND s.status = 'COMPLETED');
+    CREATE INDEX memories_project_idx ON memories (project_id, agent_id);
+    """,
 ]
 
 _LOCK_KEY = 0x6265657374  # "beest": serialises migrations across processes

@@ -18,6 +18,7 @@ from runtime.org_store import OrgStore
 from runtime.sandbox import SandboxError, SandboxFactory
 from runtime.settings import Settings
 from runtime.store import Store
+from runtime.tools.files import Workspace, register_file_tools
 from runtime.tools.registry import ToolRegistry, builtin_tools
 from runtime.tools.toolbox import Toolbox, open_toolbox
 
@@ -45,6 +46,15 @@ def llm_from(settings: Settings) -> LLM | None:
     return LLM(base_url=settings.openai_base_url,
                api_key=key.get_secret_value() if key else None,
                model=settings.model, timeout_s=settings.llm_timeout_s)
+
+
+def workspace_from(settings: Settings) -> Workspace | None:
+    """Return the workspace related files are read from; None when none is configured.
+
+    Raises InvalidWorkspace when BEESTOWN_WORKSPACE is not a directory."""
+    if settings.workspace_root is None:
+        return None
+    return Workspace(settings.workspace_root, limit=settings.workspace_file_limit)
 
 
 async def sandbox_from(settings: Settings) -> tuple[SandboxFactory | None, str | None]:
@@ -79,7 +89,11 @@ async def open_deps(
             log.info("org chart %s loaded: %s", settings.org_file, change)
         # Function tools plus the MCP servers of BEESTOWN_TOOLS_FILE (a bad file raises
         # InvalidToolsConfig; a server down now is logged and retried at its first call).
-        toolbox = await open_toolbox(registry or builtin_tools(), settings.tools_file)
+        functions = registry or builtin_tools()
+        workspace = workspace_from(settings)
+        if workspace is not None:
+            register_file_tools(functions, workspace)
+        toolbox = await open_toolbox(functions, settings.tools_file)
         stack.push_async_callback(toolbox.aclose)
         yield Deps(pool=pool, store=Store(pool), registry=toolbox, llm=llm_from(settings),
                    sandbox=sandbox, sandbox_problem=problem, prices=prices)

@@ -166,6 +166,15 @@ class OrgStore:
             ))
         return OrgChart(departments=list(departments.values()), agents=agents)
 
+    async def agents_named(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Return the chart's agents among `ids` (id, name, role, skills), by id."""
+        rows = await self.pool.fetch(
+            """
+            SELECT id, name, role, skills, department, department_skills FROM agents
+            WHERE id = ANY($1::text[]) AND removed_at IS NULL
+            """, ids)
+        return {r["id"]: dict(r) for r in rows}
+
     # -- assignments --------------------------------------------------------------------
     async def assign(
         self,

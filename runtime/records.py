@@ -3,9 +3,21 @@ transcripts and blobs. Every write is idempotent (a deterministic key, ON CONFLI
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
+
+from models.io import DEFAULT_PROJECT
+
+# Characters of a result kept as a memory.
+MEMORY_CHARS = 4000
+
+
+def memory_of(*, step_id: str, title: str, description: str, output: Any) -> tuple[str, str]:
+    """Return the title and content a result is remembered by."""
+    text = output if isinstance(output, str) else json.dumps(output, default=str)
+    return f"{title or step_id}: {description}".strip(), text[:MEMORY_CHARS]
 
 
 class NotFound(LookupError):
@@ -97,34 +109,44 @@ class Records:
         self, memory_id: str, *, task_id: str, subtask: str | None, title: str, content: str,
         agent_id: str | None = None,
     ) -> None:
-        """Keep a finished result as a memory later subtasks can recall."""
+        """Keep an approved result as a memory of its agent, in its task's project.
+
+        Written again (a retry, or a rework approved after a rejection), the latest wins.
+        """
         await self.pool.execute(
             """
-            INSERT INTO memories (id, task_id, subtask_id, agent_id, title, content)
-            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING
+            INSERT INTO memories (id, task_id, subtask_id, agent_id, project_id, title, content)
+            SELECT $1, $2, $3, $4,
+                   coalesce((SELECT project_id FROM tasks WHERE id = $2), $7), $5, $6
+            ON CONFLICT (id) DO UPDATE SET agent_id = EXCLUDED.agent_id,
+                project_id = EXCLUDED.project_id, title = EXCLUDED.title,
+                content = EXCLUDED.content
             """,
-            memory_id, task_id, subtask, agent_id, title, content,
+            memory_id, task_id, subtask, agent_id, title, content, DEFAULT_PROJECT,
         )
 
     async def recall(
-        self, query: str, *, limit: int = 5, exclude_subtask: str | None = None
+        self, query: str, *, project_id: str, agent_id: str | None = None, limit: int = 5,
+        exclude_subtask: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Return the memories most relevant to `query` (full-text search, any word)."""
+        """Return the memories of `project_id` most relevant to `query` (full-text search,
+        any word), the agent's own first. Never another project's."""
         rows = await self.pool.fetch(
             """
             WITH q AS (
                 SELECT to_tsquery('english', string_agg(quote_literal(lexeme), ' | ')) AS q
                 FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
             )
-            SELECT m.id, m.task_id, m.subtask_id, m.title, m.content,
-                   ts_rank(m.tsv, q.q) AS rank
+            SELECT m.id, m.task_id, m.subtask_id, m.agent_id, m.project_id, m.title,
+                   m.content, ts_rank(m.tsv, q.q) AS rank
             FROM memories m, q
-            WHERE q.q IS NOT NULL AND m.tsv @@ q.q
+            WHERE q.q IS NOT NULL AND m.tsv @@ q.q AND m.project_id = $4
               AND ($3::text IS NULL OR m.subtask_id IS DISTINCT FROM $3)
-            ORDER BY rank DESC, m.created_at DESC
+            ORDER BY ($5::text IS NOT NULL AND m.agent_id IS NOT DISTINCT FROM $5) DESC,
+                     rank DESC, m.created_at DESC
             LIMIT $2
             """,
-            query, limit, exclude_subtask,
+            query, limit, exclude_subtask, project_id, agent_id,
         )
         return [dict(r) for r in rows]
 

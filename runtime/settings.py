@@ -128,3 +128,11 @@ class Settings(BaseSettings):
     # YAML/JSON file whose `tools` section lists the MCP servers this worker registers
     # (see models/tools.py); none: function tools only.
     tools_file: Path | None = Field(None, validation_alias="BEESTOWN_TOOLS_FILE")
+
+    # --- workspace ---
+    # The directory tasks' related files are read from (and the `read_file` tool reads);
+    # nothing outside it is read. None: related files are not read.
+    workspace_root: Path | None = Field(None, validation_alias="BEESTOWN_WORKSPACE")
+    # Bytes of one file read into an agent's context or returned by `read_file`.
+    workspace_file_limit: int = Field(
+        65_536, ge=1, le=10_000_000, validation_alias="BEESTOWN_WORKSPACE_FILE_LIMIT")

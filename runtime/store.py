@@ -7,19 +7,30 @@ replayed activity never duplicates a row or moves a status backwards.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from models.io import TaskInput, TaskResult
+from models.io import DEFAULT_PROJECT, TaskInput, TaskResult
 from models.plan import Plan
 from models.task import InvalidTransition, Result, Status, allowed_from, subtask_id
-from runtime.records import NotFound, Records
+from runtime.records import NotFound, Records, memory_of
 
 __all__ = ["NotFound", "Records", "Store", "TaskIdReused"]
 
 
 class TaskIdReused(ValueError):
     """A new workflow run reuses the id of a task the store already holds."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a task belongs: resolved once, when its row is written."""
+
+    project_id: str
+    related_files: list[str]
+    related_agents: list[str]
+    parent_task: str | None
 
 
 class Store(Records):
@@ -35,30 +46,41 @@ class Store(Records):
         Raises TaskIdReused when the row belongs to another workflow run: its subtasks'
         results would otherwise be taken for this run's.
         """
-        row = await self.pool.fetchrow(
-            """
-            INSERT INTO tasks (id, title, prompt, status, priority, created_at, deadline, tags,
-                               metadata, plan, run_id, creator, assignee, reviewer,
-                               parent_subtask)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-            ON CONFLICT (id) DO NOTHING RETURNING id
-            """,
-            task_id,
-            task.title or (task.plan.title if task.plan else "") or task.prompt[:80],
-            task.prompt,
-            status.value,
-            task.priority.value,
-            created_at,
-            task.deadline,
-            task.tags,
-            task.metadata,
-            task.plan.model_dump(mode="json") if task.plan else None,
-            run_id,
-            task.creator,
-            task.assignee,
-            task.reviewer,
-            task.parent_subtask,
-        )
+        place = await self._place(task)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO projects (id, name) VALUES ($1, $1) ON CONFLICT (id) DO NOTHING",
+                place.project_id)
+            row = await conn.fetchrow(
+                """
+                INSERT INTO tasks (id, title, prompt, status, priority, created_at, deadline, tags,
+                                   metadata, plan, run_id, creator, assignee, reviewer,
+                                   parent_subtask, project_id, related_files, related_agents,
+                                   parent_task)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                        $17, $18, $19)
+                ON CONFLICT (id) DO NOTHING RETURNING id
+                """,
+                task_id,
+                task.title or (task.plan.title if task.plan else "") or task.prompt[:80],
+                task.prompt,
+                status.value,
+                task.priority.value,
+                created_at,
+                task.deadline,
+                task.tags,
+                task.metadata,
+                task.plan.model_dump(mode="json") if task.plan else None,
+                run_id,
+                task.creator,
+                task.assignee,
+                task.reviewer,
+                task.parent_subtask,
+                place.project_id,
+                place.related_files,
+                place.related_agents,
+                place.parent_task,
+            )
         if row is not None:
             return True
         owner = await self.pool.fetchval("SELECT run_id FROM tasks WHERE id = $1", task_id)
@@ -67,6 +89,33 @@ class Store(Records):
                 f"task id {task_id!r} was already used by run {owner}; start with a new id"
             )
         return False
+
+    async def _place(self, task: TaskInput) -> Placement:
+        """Return where a new task belongs: its project, files, agents and parent task.
+
+        A nested task (one with a parent subtask) serves that subtask's task; a task with
+        a parent inherits the parent's project, and its related files and agents unless it
+        names its own. A named parent task must exist (NotFound).
+        """
+        parent_task = task.parent_task
+        if parent_task is None and task.parent_subtask:
+            parent_task = await self.pool.fetchval(
+                "SELECT task_id FROM subtasks WHERE id = $1", task.parent_subtask)
+        parent = None
+        if parent_task is not None:
+            parent = await self.pool.fetchrow(
+                "SELECT project_id, related_files, related_agents FROM tasks WHERE id = $1",
+                parent_task)
+            if parent is None and task.parent_task is not None:
+                raise NotFound(f"parent task {parent_task!r} does not exist")
+        return Placement(
+            project_id=task.project_id or (parent["project_id"] if parent else DEFAULT_PROJECT),
+            related_files=task.related_files or (list(parent["related_files"]) if parent
+                                                 else []),
+            related_agents=task.related_agents or (list(parent["related_agents"]) if parent
+                                                   else []),
+            parent_task=parent_task,
+        )
 
     async def set_task_status(
         self,
@@ -178,6 +227,12 @@ class Store(Records):
             raise NotFound(f"no task {task_id!r}")
         return dict(row)
 
+    async def get_subtask(self, sub_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow("SELECT * FROM subtasks WHERE id = $1", sub_id)
+        if row is None:
+            raise NotFound(f"no subtask {sub_id!r}")
+        return dict(row)
+
     async def list_subtasks(self, task_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT * FROM subtasks WHERE task_id = $1 ORDER BY created_at, id", task_id
@@ -232,6 +287,28 @@ class Store(Records):
         if row is None or row["status"] != Status.COMPLETED.value or row["result"] is None:
             return None
         return Result.model_validate(row["result"])
+
+    async def remember_completed(self, sub_id: str) -> bool:
+        """Keep a COMPLETED subtask's result as a memory of its assignee, in its task's
+        project; return False (keeping nothing) for any other subtask.
+
+        Called once the result is approved, so a rejected draft is never remembered.
+        """
+        row = await self.pool.fetchrow(
+            """
+            SELECT task_id, step_id, title, description, assignee, status, result
+            FROM subtasks WHERE id = $1
+            """, sub_id)
+        if row is None or row["status"] != Status.COMPLETED.value or not row["result"]:
+            return False
+        result = Result.model_validate(row["result"])
+        if not result.success:
+            return False
+        title, content = memory_of(step_id=row["step_id"], title=row["title"],
+                                   description=row["description"], output=result.output)
+        await self.remember(sub_id, task_id=row["task_id"], subtask=sub_id, title=title,
+                            content=content, agent_id=row["assignee"])
+        return True
 
     async def note_subtask(
         self, sub_id: str, *, status: Status | None = None, waiting_for: str | None = None,

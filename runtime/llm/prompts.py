@@ -49,6 +49,32 @@ DECISION_SCHEMA: dict[str, Any] = {
 }
 
 
+def parent_section(*, task_id: str, title: str, summary: str, step: str = "") -> str:
+    """Tell an agent which task its job serves (and as which of that task's steps)."""
+    text = f"# Parent task ({task_id})\n{title}\n{summary}".strip()
+    return f"{text}\nThis job is its step: {step}" if step else text
+
+
+def files_section(files: list[tuple[str, str]]) -> str:
+    """Show the job's related files: (path, text or why it was not read) each."""
+    return "\n\n".join(f"# Related file {path}\n{text}" for path, text in files)
+
+
+def agents_section(ids: list[str], known: dict[str, dict[str, Any]]) -> str:
+    """Describe the job's related agents: role and skills, or that the chart lacks them."""
+    lines = ["# Agents related to this job"]
+    for agent_id in ids:
+        a = known.get(agent_id)
+        if a is None:
+            lines.append(f"- {agent_id}: not in the org chart")
+            continue
+        skills = sorted(set(a.get("skills") or []) | set(a.get("department_skills") or []))
+        who = ", ".join(x for x in (a.get("name"), a.get("role")) if x)
+        lines.append(f"- {agent_id}{f' ({who})' if who else ''}: skills "
+                     f"{', '.join(skills) or 'none listed'}")
+    return "\n".join(lines)
+
+
 def model_tool_name(name: str) -> str:
     """Return a tool name as OpenAI accepts it ([A-Za-z0-9_-]): dots become '__'."""
     return name.replace(".", "__")
