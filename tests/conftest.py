@@ -22,6 +22,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from runtime.db import embedded_dsn
+from runtime.documents import load_org
+from runtime.org_store import OrgStore
 from runtime.settings import Settings
 from runtime.tools.registry import ToolRegistry, builtin_tools
 from tests.fake_llm import FakeLLM
@@ -174,6 +176,40 @@ def settings(
     tmp_path: Path, database_url: str, fake_llm: FakeLLM, client: Client
 ) -> Settings:
     return make_settings(tmp_path, database_url, fake_llm.base_url, temporal_address(client))
+
+
+def human_org(tmp: Path) -> Path:
+    """The example org with every manager deciding by hand (a person answers updates)."""
+    text = (ROOT / "examples" / "org.yaml").read_text().replace(
+        "review_policy: llm", "review_policy: human")
+    path = tmp / "org.yaml"
+    path.write_text(text)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def org_workers(client: Client, deps: Deps, database_url: str, llm: FakeLLM,
+                      tmp: Path, *, human: bool = True, **over: Any
+                      ) -> AsyncIterator[Settings]:
+    """Store the example org (every manager a person, unless `human` is False) and run
+    this process's workers with it on a task queue of their own; yield their settings."""
+    org_file = human_org(tmp) if human else ROOT / "examples" / "org.yaml"
+    await OrgStore(deps.pool).save_org(load_org(org_file))
+    settings = make_settings(tmp, database_url, llm.base_url, temporal_address(client),
+                             org_enabled=True, **over)
+    async with contextlib.AsyncExitStack() as stack:
+        for w in build_workers(client, settings, deps):
+            await stack.enter_async_context(w)
+        yield settings
+
+
+@pytest_asyncio.fixture
+async def org_worker(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    """Workers with the example org, every manager deciding by hand."""
+    async with org_workers(client, deps, database_url, llm, tmp_path) as settings:
+        yield settings
 
 
 @pytest_asyncio.fixture

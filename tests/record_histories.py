@@ -28,18 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from models.io import Progress, TaskInput
 from models.task import Status
 from runtime.settings import Settings
 from runtime.store import Store
+from tests.conftest import org_workers
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_agent import call
 from tests.test_organization import plan, referee, wait_for_status
-from tests.test_organization_edges import held, org_workers
+from tests.test_organization_edges import held
 from tests.test_replay import SHAPES, file_name, started_children, workflow_id_of
 from worker import Deps
 
@@ -215,14 +215,6 @@ async def test_agent_tools(
     await record(client, record_dir, "agent_tools", handle.id)
 
 
-@pytest_asyncio.fixture
-async def org(client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
-              ) -> AsyncIterator[Settings]:
-    """The example org, every manager deciding by hand (test_organization's org_worker)."""
-    async with org_workers(client, deps, database_url, llm, tmp_path) as settings:
-        yield settings
-
-
 @contextlib.asynccontextmanager
 async def playing_people(client: Client, deps: Deps, task_id: str, *, reject_once: str = "",
                          replan: dict[str, Any] | None = None) -> AsyncIterator[list[str]]:
@@ -237,12 +229,12 @@ async def playing_people(client: Client, deps: Deps, task_id: str, *, reject_onc
 
 
 async def test_review_reject_approve(
-    client: Client, org: Settings, llm: FakeLLM, deps: Deps, record_dir: Path
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps, record_dir: Path
 ) -> None:
     """test_organization: the draft rejected once by its human reviewer, then approved"""
     llm.script_for("add the numbers", "A note with the numbers.")
     llm.script_for("draft a note", "A note.")
-    handle = await start_task(client, org, TaskInput(plan=plan_of(
+    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
         {"id": "note", "type": "write", "description": "draft a note", "assignee": "writer"}),
         assignee="research-lead"), task_id="hist-review")
     async with playing_people(client, deps, handle.id, reject_once="note") as log:
@@ -254,10 +246,10 @@ async def test_review_reject_approve(
 
 
 async def test_escalation_replan(
-    client: Client, org: Settings, deps: Deps, record_dir: Path
+    client: Client, org_worker: Settings, deps: Deps, record_dir: Path
 ) -> None:
     """test_organization: a failing lookup escalates to its manager, who replans it"""
-    handle = await start_task(client, org, TaskInput(plan=plan_of(
+    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
         {"id": "lookup", "type": "tool", "tool": "fail", "args": {"message": "source down"},
          "assignee": "searcher"},
         {"id": "use", "type": "tool", "tool": "concat", "deps": ["lookup"],
@@ -275,7 +267,7 @@ async def test_escalation_replan(
 
 
 async def test_delegation_two_levels(
-    client: Client, org: Settings, llm: FakeLLM, deps: Deps, record_dir: Path
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps, record_dir: Path
 ) -> None:
     """test_organization.test_delegation_review_and_escalation_through_the_example_org"""
     llm.script_for("Compare the numbers with the facts", Scripted(plan(
@@ -298,7 +290,7 @@ async def test_delegation_two_levels(
          "assignee": "writer"})))
     llm.script_for("add the numbers", "Report v2: the sum is 45.")
     llm.script_for("draft it", "Report v1.")
-    handle = await start_task(client, org, TaskInput(
+    handle = await start_task(client, org_worker, TaskInput(
         prompt="Compare the numbers with the facts and report", creator="alice"),
         task_id="hist-delegation")
     backup = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
@@ -315,10 +307,10 @@ async def test_delegation_two_levels(
 
 
 async def test_queued_capacity(
-    client: Client, org: Settings, deps: Deps, record_dir: Path
+    client: Client, org_worker: Settings, deps: Deps, record_dir: Path
 ) -> None:
     """test_organization.test_work_waits_queued_until_its_agent_has_room"""
-    handle = await start_task(client, org, TaskInput(plan=plan_of(
+    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
         {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
          "assignee": "writer"},
         {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},

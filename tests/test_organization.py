@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -27,36 +25,11 @@ from runtime.documents import load_org
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
 from runtime.store import Store
-from tests.conftest import make_settings, temporal_address
+from tests.conftest import ROOT, make_settings, temporal_address
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_cli import cli
 from worker import Deps, build_workers
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def human_org(tmp: Path) -> Path:
-    """The example org with every manager deciding by hand (a person answers updates)."""
-    text = (ROOT / "examples" / "org.yaml").read_text().replace(
-        "review_policy: llm", "review_policy: human")
-    path = tmp / "org.yaml"
-    path.write_text(text)
-    return path
-
-
-@pytest_asyncio.fixture
-async def org_worker(
-    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
-) -> AsyncIterator[Settings]:
-    org_file = human_org(tmp_path)
-    await OrgStore(deps.pool).save_org(load_org(org_file))
-    settings = make_settings(tmp_path, database_url, llm.base_url, temporal_address(client),
-                             org_enabled=True)
-    async with contextlib.AsyncExitStack() as stack:
-        for w in build_workers(client, settings, deps):
-            await stack.enter_async_context(w)
-        yield settings
 
 
 def plan(*steps: dict[str, Any]) -> str:

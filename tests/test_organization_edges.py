@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +19,18 @@ from temporalio.service import RPCError
 from models.io import TaskInput
 from models.review import Action, Decision, ResolveEscalation, ReviewInput
 from models.task import Status
-from runtime.documents import load_org
-from runtime.org_store import OrgStore
-from runtime.settings import Settings
 from runtime.store import Store
-from tests.conftest import make_settings, temporal_address
+from tests.conftest import org_workers
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
-from tests.test_organization import ROOT, human_org, wait_for_status
-from worker import Deps, build_workers
+from tests.test_organization import wait_for_status
+from worker import Deps
 
 
 @pytest.fixture(autouse=True)
 async def _fresh_slots(deps: Deps) -> None:
     # Agents' slots are global to the database: start each test with every agent free.
     await deps.pool.execute("UPDATE assignments SET state = 'done' WHERE state <> 'done'")
-
-
-@contextlib.asynccontextmanager
-async def org_workers(client: Client, deps: Deps, database_url: str, llm: FakeLLM,
-                      tmp: Path, *, human: bool = True, **over: Any
-                      ) -> AsyncIterator[Settings]:
-    org_file = human_org(tmp) if human else ROOT / "examples" / "org.yaml"
-    await OrgStore(deps.pool).save_org(load_org(org_file))
-    settings = make_settings(tmp, database_url, llm.base_url, temporal_address(client),
-                             org_enabled=True, **over)
-    async with contextlib.AsyncExitStack() as stack:
-        for w in build_workers(client, settings, deps):
-            await stack.enter_async_context(w)
-        yield settings
 
 
 async def held(deps: Deps, task_id: str) -> list[dict[str, Any]]:
