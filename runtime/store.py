@@ -14,8 +14,9 @@ from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import InvalidTransition, Result, Status, allowed_from, subtask_id
 from runtime.records import NotFound, Records
+from runtime.storable import StoreRefused
 
-__all__ = ["NotFound", "Records", "Store", "TaskIdReused"]
+__all__ = ["NotFound", "Records", "Store", "StoreRefused", "TaskIdReused"]
 
 
 class TaskIdReused(ValueError):
