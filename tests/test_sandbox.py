@@ -14,9 +14,10 @@ from runtime.sandbox import (
     SandboxFactory,
     SandboxInfraError,
     SandboxUnavailable,
+    isolation,
 )
 from runtime.sandbox import local as local_mod
-from runtime.sandbox.local import classify_start_failure
+from runtime.sandbox.isolation import classify_start_failure
 from tests.sandbox_conftest_helpers import (  # noqa: F401 - fixtures
     factory_fixture,
     local,
@@ -176,7 +177,7 @@ async def test_sessions_are_separate_interpreters_and_uids(factory: SandboxFacto
             ua, ub = await asyncio.gather(a.run_cell("import os; os.getuid()"),
                                           b.run_cell("import os; os.getuid()"))
             assert ua.results[0].text != ub.results[0].text
-            assert int(ua.results[0].text or 0) >= local_mod.UID_BASE
+            assert int(ua.results[0].text or 0) >= isolation.UID_BASE
 
 
 async def test_self_test_reports_how_sessions_are_confined(factory: SandboxFactory) -> None:
@@ -215,7 +216,7 @@ async def test_self_test_fails_when_a_protection_is_removed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real = local_mod.bwrap_argv
 
-    def without_netns(plan: local_mod.HostPlan, limits: SandboxLimits) -> list[str]:
+    def without_netns(plan: isolation.HostPlan, limits: SandboxLimits) -> list[str]:
         return [a for a in real(plan, limits) if a != "--unshare-net"]
 
     monkeypatch.setattr(local_mod, "bwrap_argv", without_netns)

@@ -13,7 +13,8 @@ from models.sandbox import SandboxLimits
 from runtime.sandbox import cgroups, selftest
 from runtime.sandbox.envs import resolve_python
 from runtime.sandbox.errors import SandboxInfraError, SandboxUnavailable
-from runtime.sandbox.local import HostPlan, LocalSession, sandbox_env
+from runtime.sandbox.isolation import HostPlan, sandbox_env
+from runtime.sandbox.local import LocalSession
 from runtime.sandbox.protocol import CodeSession
 
 if TYPE_CHECKING:
