@@ -19,6 +19,7 @@ from runtime.sandbox import (
 from runtime.sandbox import local as local_mod
 from runtime.sandbox.isolation import classify_start_failure
 from tests.sandbox_conftest_helpers import (  # noqa: F401 - fixtures
+    TEST_LIMITS,
     factory_fixture,
     local,
     processes_of_uid,
@@ -222,3 +223,25 @@ async def test_self_test_fails_when_a_protection_is_removed(
     monkeypatch.setattr(local_mod, "bwrap_argv", without_netns)
     with pytest.raises(SandboxUnavailable, match="tcp to host loopback: NOT HELD"):
         await SandboxFactory(backend="local").self_test()
+
+
+async def test_long_output_keeps_head_and_tail_with_a_marker_and_raw_bytes_aside(
+        factory: SandboxFactory) -> None:
+    limits = TEST_LIMITS.model_copy(update={"output_bytes": 1000, "raw_output_bytes": 3000})
+    async with await factory.open(limits=limits) as s:
+        long = await s.run_cell(
+            "import sys\nsys.stdout.write('HEAD' + 'm' * 4000 + 'TAIL')\n"
+            "sys.stderr.write('short')")
+        binary = await s.run_cell("import sys\nsys.stdout.buffer.write(bytes(range(256)))")
+    assert long.stdout_truncated
+    assert not long.stderr_truncated
+    assert long.stdout_dropped == 4008 - 1000
+    assert long.stdout.startswith("HEAD" + "m" * 496 + "\n…[3,008 bytes of stdout dropped")
+    assert long.stdout.endswith("it was 4,008 bytes]…\n" + "m" * 496 + "TAIL")
+    assert long.stdout_raw == (b"HEAD" + b"m" * 4000 + b"TAIL")[:3000]  # up to the keep
+    assert (long.stderr, long.stderr_raw) == ("short", b"short")
+    # Raw bytes that are not UTF-8 are decoded with replacement, and kept as written.
+    assert binary.error is None
+    assert not binary.stdout_truncated
+    assert binary.stdout == bytes(range(256)).decode("utf-8", errors="replace")
+    assert binary.stdout_raw == bytes(range(256))

@@ -57,9 +57,12 @@ class SandboxFactory:
     @classmethod
     def from_settings(cls, settings: Settings, *,
                       limits: SandboxLimits | None = None) -> SandboxFactory:
-        """Build the factory the settings describe (``BEESTOWN_SANDBOX*``, ``E2B_API_KEY``)."""
+        """Build the factory the settings describe (``BEESTOWN_SANDBOX*``, ``E2B_API_KEY``,
+        ``BEESTOWN_OUTPUT_ARTIFACT_MB`` when no `limits` are given)."""
         key = settings.e2b_api_key.get_secret_value() if settings.e2b_api_key else None
         python = str(settings.sandbox_python) if settings.sandbox_python else None
+        if limits is None:
+            limits = SandboxLimits(raw_output_bytes=settings.output_artifact_mb * 1024 * 1024)
         return cls(backend=settings.sandbox_backend, e2b_api_key=key, limits=limits,
                    python=python, bwrap=settings.sandbox_bwrap)
 

@@ -245,7 +245,8 @@ class LocalSession:
     async def _run_cell(self, code: str, timeout_s: float,
                         on_output: OutputCallback | None) -> CellResult:
         marker = f"\x00\x1b[beestown-end-{secrets.token_hex(16)}]\x00".encode()
-        cells = {name: CellStream(name, marker, self.limits.output_bytes, on_output)
+        cells = {name: CellStream(name, marker, self.limits.output_bytes, on_output,
+                                  keep=self.limits.raw_output_bytes)
                  for name in self._pumps}
         for name, pump in self._pumps.items():
             pump.begin(cells[name])
@@ -290,10 +291,12 @@ class LocalSession:
         for pump in self._pumps.values():
             if pump.cell is not None:
                 pump.end()
+        out, err = cells["stdout"].output, cells["stderr"].output
         return CellResult(
-            stdout=cells["stdout"].text(), stderr=cells["stderr"].text(),
-            stdout_truncated=cells["stdout"].truncated,
-            stderr_truncated=cells["stderr"].truncated,
+            stdout=out.text(), stderr=err.text(),
+            stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+            stdout_dropped=out.dropped, stderr_dropped=err.dropped,
+            stdout_raw=out.raw(), stderr_raw=err.raw(),
             results=results, error=error, timed_out=timed_out,
             duration_ms=(time.perf_counter() - started) * 1000)
 

@@ -6,6 +6,7 @@ import asyncio
 import codecs
 import logging
 
+from runtime.sandbox.capped import CappedOutput
 from runtime.sandbox.protocol import OutputCallback
 
 logger = logging.getLogger(__name__)
@@ -17,25 +18,18 @@ class CellStream:
     """One stream's output for one cell: capped copy plus line streaming."""
 
     def __init__(self, name: str, marker: bytes, limit: int,
-                 on_output: OutputCallback | None) -> None:
+                 on_output: OutputCallback | None, *, keep: int = 0) -> None:
         self.name = name
         self.marker = marker
-        self.limit = limit
+        self.output = CappedOutput(name, limit=limit, keep=keep)
         self.on_output = on_output
-        self.buf = bytearray()
-        self.truncated = False
         self.done = asyncio.Event()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._line = ""
 
     def add(self, data: bytes) -> None:
-        room = self.limit - len(self.buf)
-        if len(data) > room:
-            self.truncated = True
-            data = data[:max(room, 0)]
-        if data:
-            self.buf += data
-            self._stream(self._decoder.decode(data))
+        if fits := self.output.add(data):
+            self._stream(self._decoder.decode(fits))
 
     def _emit(self, line: str) -> None:
         if self.on_output is None:
@@ -66,8 +60,6 @@ class CellStream:
             self._line = ""
         self.done.set()
 
-    def text(self) -> str:
-        return self.buf.decode("utf-8", errors="replace")
 
 
 class StreamPump:
