@@ -26,6 +26,7 @@ from activities.errors import (
     NOT_FOUND,
     PRICE_TABLE_ERROR,
     SANDBOX_UNAVAILABLE,
+    STORE_REFUSED,
     TASK_ID_REUSED,
     TOOL_FAILED,
     TOOL_UNAVAILABLE,
@@ -38,13 +39,14 @@ from runtime.llm.client import BadLLMReply, LLMNotConfigured, LLMRequestRejected
 from runtime.llm.context import ContextOverflow
 from runtime.llm.prices import PriceTableError
 from runtime.sandbox import SandboxUnavailable
-from runtime.store import NotFound, TaskIdReused
+from runtime.store import NotFound, StoreRefused, TaskIdReused
 from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
 
 _PERMANENT_CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (InvalidTransition, INVALID_TRANSITION),
     (NotFound, NOT_FOUND),
     (TaskIdReused, TASK_ID_REUSED),
+    (StoreRefused, STORE_REFUSED),
     (InvalidPlan, INVALID_PLAN),
     (BudgetExceeded, BUDGET_EXCEEDED),
     (ContextOverflow, CONTEXT_OVERFLOW),

@@ -98,6 +98,7 @@ class CodeActivities:
                 with contextlib.suppress(FileNotFoundError, OSError):
                     value = json.loads(await session.read_file(RESULT_FILE))
             artifacts = await self._keep_artifacts(run, session, cell)
+            streams = await self._keep_streams(run, cell)
         finally:
             beat.cancel()
             await session.close()
@@ -113,7 +114,8 @@ class CodeActivities:
             stdout=cell.stdout,
             stderr=cell.stderr,
             error=error,
-            artifacts=artifacts,
+            truncated=cell.stdout_truncated or cell.stderr_truncated,
+            artifacts=artifacts + streams,
             metrics=Metrics(files_modified=[a.name for a in artifacts]),
         )
         if cell.error is not None:
@@ -122,6 +124,22 @@ class CodeActivities:
         if not result.success:
             outcome.detail = result.stderr[-2000:]
         return outcome
+
+    async def _keep_streams(self, run: StepRun, cell: CellResult) -> list[Artifact]:
+        """Keep stdout / stderr as written when they were cut or are not UTF-8 text."""
+        kept: list[Artifact] = []
+        for name, raw, cut in (("stdout", cell.stdout_raw, cell.stdout_truncated),
+                               ("stderr", cell.stderr_raw, cell.stderr_truncated)):
+            text = _is_utf8(raw)
+            if not raw or (not cut and text):
+                continue
+            blob_id = f"{run.subtask_id}/{name}"
+            mime = "text/plain; charset=utf-8" if text else "application/octet-stream"
+            await self.book.store.save_blob(blob_id, task_id=run.task_id,
+                                            subtask=run.subtask_id, name=name, mime=mime,
+                                            data=raw)
+            kept.append(Artifact(name=name, id=blob_id, mime=mime, size=len(raw)))
+        return kept
 
     async def _keep_artifacts(
         self, run: StepRun, session: Any, cell: CellResult
@@ -161,8 +179,20 @@ def _merge(cells: list[CellResult]) -> CellResult:
         merged.timed_out = merged.timed_out or c.timed_out
         merged.stdout_truncated = merged.stdout_truncated or c.stdout_truncated
         merged.stderr_truncated = merged.stderr_truncated or c.stderr_truncated
+        merged.stdout_dropped += c.stdout_dropped
+        merged.stderr_dropped += c.stderr_dropped
+        merged.stdout_raw += c.stdout_raw
+        merged.stderr_raw += c.stderr_raw
         merged.duration_ms += c.duration_ms
     return merged
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _report_line(stream: str, line: str) -> None:

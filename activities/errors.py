@@ -14,7 +14,9 @@ Permanent (no retry can fix them; the raising activity also sets ``non_retryable
 - ``SANDBOX_UNAVAILABLE``: the sandbox backend cannot run here (self-test failed...).
 - ``UNKNOWN_TOOL``, ``BAD_TOOL_ARGUMENTS``, ``TOOL_FAILED``: a tool step that cannot work.
 - ``BUDGET_EXCEEDED``, ``CONTEXT_OVERFLOW``, ``PRICE_TABLE_ERROR``: token and cost limits.
-- ``INVALID_TRANSITION``, ``NOT_FOUND``, ``TASK_ID_REUSED``: the store's refusals.
+- ``INVALID_TRANSITION``, ``NOT_FOUND``, ``TASK_ID_REUSED``, ``STORE_REFUSED``: the
+  store's refusals (``STORE_REFUSED``: PostgreSQL refused a value itself; retrying would
+  only redo the work that produced it).
 - ``UNKNOWN_AGENT``: an assignee that is not in the org chart.
 - ``TRANSCRIPT_LOST``: a model turn whose stored conversation is not where history says.
 
@@ -47,6 +49,7 @@ PRICE_TABLE_ERROR = "PriceTableError"
 INVALID_TRANSITION = "InvalidTransition"
 NOT_FOUND = "NotFound"
 TASK_ID_REUSED = "TaskIdReused"
+STORE_REFUSED = "StoreRefused"
 UNKNOWN_AGENT = "UnknownAgent"
 TRANSCRIPT_LOST = "TranscriptLost"
 
@@ -69,6 +72,6 @@ PERMANENT: tuple[str, ...] = (
     INVALID_PLAN, LLM_REQUEST_REJECTED, LLM_NOT_CONFIGURED, SANDBOX_UNAVAILABLE,
     UNKNOWN_TOOL, BAD_TOOL_ARGUMENTS, TOOL_FAILED, BUDGET_EXCEEDED, CONTEXT_OVERFLOW,
     PRICE_TABLE_ERROR, INVALID_TRANSITION, NOT_FOUND, TASK_ID_REUSED, UNKNOWN_AGENT,
-    TRANSCRIPT_LOST,
+    TRANSCRIPT_LOST, STORE_REFUSED,
 )
 

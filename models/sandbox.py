@@ -28,6 +28,8 @@ class RichResult(BaseModel):
 
 
 class CellResult(BaseModel):
+    """One cell's outcome; each stream bounded as ``runtime.sandbox.capped`` describes."""
+
     stdout: str = ""
     stderr: str = ""
     results: list[RichResult] = Field(default_factory=list)
@@ -35,6 +37,12 @@ class CellResult(BaseModel):
     timed_out: bool = False
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    # Bytes cut out of the middle of `stdout` / `stderr` (a marker in the text says so).
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
+    # The streams as written, up to SandboxLimits.raw_output_bytes each (empty: none kept).
+    stdout_raw: bytes = Field(b"", repr=False)
+    stderr_raw: bytes = Field(b"", repr=False)
     duration_ms: float = 0.0
 
 
@@ -47,4 +55,7 @@ class SandboxLimits(BaseModel):
     pids: int = Field(128, gt=0, description="processes of the whole session")
     file_mb: int = Field(256, gt=0, description="largest file the code may write")
     tmpfs_mb: int = Field(512, gt=0, description="size of /tmp and of the work dir")
-    output_bytes: int = Field(1_000_000, gt=0, description="kept per stream per cell")
+    output_bytes: int = Field(
+        1_000_000, gt=0, description="inline per stream per cell: head and tail past it")
+    raw_output_bytes: int = Field(
+        0, ge=0, description="kept as written per stream per cell, for an artifact (0: none)")

@@ -122,6 +122,9 @@ class Result(BaseModel):
     stdout: str = ""
     stderr: str = ""
     error: str | None = None
+    # stdout or stderr was longer than the inline limit: its middle was cut out (a marker
+    # says how much) and the whole stream is the artifact named "stdout" / "stderr".
+    truncated: bool = False
     artifacts: list[Artifact] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from asyncpg.exceptions._base import DataError as ArgumentRefused
+
+from runtime.storable import StoreRefused, storable, storable_json
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +221,58 @@ MIGRATIONS: list[str] = [
 _LOCK_KEY = 0x6265657374  # "beest": serialises migrations across processes
 
 
+class StorableConnection(asyncpg.Connection):
+    """A connection whose every query parameter passes ``runtime.storable.storable``.
+
+    This is the store's one write boundary: a NUL or a lone surrogate anywhere in a text
+    or JSON parameter (a tool argument, code output, a model reply, a title) is escaped
+    visibly instead of making PostgreSQL refuse the write; a value PostgreSQL still
+    refuses (a data exception) raises ``StoreRefused``, which no retry can fix.
+    """
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+        with _refusals():
+            status: str = await super().execute(query, *storable(args), **kwargs)
+        return status
+
+    async def executemany(self, command: str, args: Any, **kwargs: Any) -> None:
+        with _refusals():
+            await super().executemany(command, [storable(tuple(a)) for a in args], **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[Any]:
+        with _refusals():
+            rows: list[Any] = await super().fetch(query, *storable(args), **kwargs)
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with _refusals():
+            return await super().fetchrow(query, *storable(args), **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with _refusals():
+            return await super().fetchval(query, *storable(args), **kwargs)
+
+    async def fetchmany(self, query: str, args: Any, **kwargs: Any) -> list[Any]:
+        with _refusals():
+            rows: list[Any] = await super().fetchmany(
+                query, [storable(tuple(a)) for a in args], **kwargs)
+        return rows
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    try:
+        yield
+    # The server's data exceptions (SQLSTATE class 22), and asyncpg's own refusal of an
+    # argument it cannot encode for its column.
+    except (asyncpg.DataError, ArgumentRefused) as e:
+        raise StoreRefused(f"PostgreSQL refused the value: {e}") from e
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(typ, encoder=storable_json, decoder=json.loads,
+                                  schema="pg_catalog")
 
 
 def embedded_dsn(state_dir: Path) -> str:
@@ -235,9 +289,13 @@ def embedded_dsn(state_dir: Path) -> str:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Return a pool on `dsn` with JSON codecs, after bringing the schema up to date."""
+    """Return a pool on `dsn` with JSON codecs, after bringing the schema up to date.
+
+    Its connections are ``StorableConnection``s: whatever is written is made storable.
+    """
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+        connection_class=StorableConnection,
     )
     await migrate(pool)
     return pool

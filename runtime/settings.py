@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # `python -m runtime.sandbox.setup` installs, else /usr/bin/python3.
     sandbox_python: Path | None = Field(None, validation_alias="BEESTOWN_SANDBOX_PYTHON")
     sandbox_bwrap: str | None = Field(None, validation_alias="BEESTOWN_SANDBOX_BWRAP")
+    # A code step's stdout / stderr past 1,000,000 bytes keeps its head and tail inline;
+    # the whole stream (and any output that is not UTF-8) is kept as an artifact up to
+    # this many MiB per stream (0: never).
+    output_artifact_mb: int = Field(
+        32, ge=0, le=1024, validation_alias="BEESTOWN_OUTPUT_ARTIFACT_MB")
 
     # --- tokens ---
     # YAML or JSON: model -> {input, output} in USD per 1M tokens, over the defaults of

@@ -15,8 +15,9 @@ from models.io import DEFAULT_PROJECT, TaskInput, TaskResult
 from models.plan import Plan
 from models.task import InvalidTransition, Result, Status, allowed_from, subtask_id
 from runtime.records import NotFound, Records, memory_of
+from runtime.storable import StoreRefused
 
-__all__ = ["NotFound", "Records", "Store", "TaskIdReused"]
+__all__ = ["NotFound", "Records", "Store", "StoreRefused", "TaskIdReused"]
 
 
 class TaskIdReused(ValueError):

@@ -14,10 +14,12 @@ from runtime.sandbox import (
     SandboxFactory,
     SandboxInfraError,
     SandboxUnavailable,
+    isolation,
 )
 from runtime.sandbox import local as local_mod
-from runtime.sandbox.local import classify_start_failure
+from runtime.sandbox.isolation import classify_start_failure
 from tests.sandbox_conftest_helpers import (  # noqa: F401 - fixtures
+    TEST_LIMITS,
     factory_fixture,
     local,
     processes_of_uid,
@@ -176,7 +178,7 @@ async def test_sessions_are_separate_interpreters_and_uids(factory: SandboxFacto
             ua, ub = await asyncio.gather(a.run_cell("import os; os.getuid()"),
                                           b.run_cell("import os; os.getuid()"))
             assert ua.results[0].text != ub.results[0].text
-            assert int(ua.results[0].text or 0) >= local_mod.UID_BASE
+            assert int(ua.results[0].text or 0) >= isolation.UID_BASE
 
 
 async def test_self_test_reports_how_sessions_are_confined(factory: SandboxFactory) -> None:
@@ -215,9 +217,31 @@ async def test_self_test_fails_when_a_protection_is_removed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real = local_mod.bwrap_argv
 
-    def without_netns(plan: local_mod.HostPlan, limits: SandboxLimits) -> list[str]:
+    def without_netns(plan: isolation.HostPlan, limits: SandboxLimits) -> list[str]:
         return [a for a in real(plan, limits) if a != "--unshare-net"]
 
     monkeypatch.setattr(local_mod, "bwrap_argv", without_netns)
     with pytest.raises(SandboxUnavailable, match="tcp to host loopback: NOT HELD"):
         await SandboxFactory(backend="local").self_test()
+
+
+async def test_long_output_keeps_head_and_tail_with_a_marker_and_raw_bytes_aside(
+        factory: SandboxFactory) -> None:
+    limits = TEST_LIMITS.model_copy(update={"output_bytes": 1000, "raw_output_bytes": 3000})
+    async with await factory.open(limits=limits) as s:
+        long = await s.run_cell(
+            "import sys\nsys.stdout.write('HEAD' + 'm' * 4000 + 'TAIL')\n"
+            "sys.stderr.write('short')")
+        binary = await s.run_cell("import sys\nsys.stdout.buffer.write(bytes(range(256)))")
+    assert long.stdout_truncated
+    assert not long.stderr_truncated
+    assert long.stdout_dropped == 4008 - 1000
+    assert long.stdout.startswith("HEAD" + "m" * 496 + "\n…[3,008 bytes of stdout dropped")
+    assert long.stdout.endswith("it was 4,008 bytes]…\n" + "m" * 496 + "TAIL")
+    assert long.stdout_raw == (b"HEAD" + b"m" * 4000 + b"TAIL")[:3000]  # up to the keep
+    assert (long.stderr, long.stderr_raw) == ("short", b"short")
+    # Raw bytes that are not UTF-8 are decoded with replacement, and kept as written.
+    assert binary.error is None
+    assert not binary.stdout_truncated
+    assert binary.stdout == bytes(range(256)).decode("utf-8", errors="replace")
+    assert binary.stdout_raw == bytes(range(256))

@@ -136,7 +136,10 @@ async def test_output_is_capped() -> None:
     s = await _session(SandboxLimits(output_bytes=1000))
     result = await s.run_cell("print")
     assert result.stdout_truncated
-    assert len(result.stdout) == 1000
+    assert result.stdout_dropped == 200
+    assert result.stdout.startswith("x" * 500)
+    assert result.stdout.endswith("y" * 500)
+    assert "200 bytes of stdout dropped" in result.stdout
 
 
 async def test_execution_timeout_is_timed_out_and_keeps_the_session() -> None:

@@ -235,7 +235,10 @@ async def test_output_flood_is_truncated_and_host_memory_stays_flat(
         on_output=count, timeout_s=30)
     assert result.error is None
     assert result.stdout_truncated
-    assert len(result.stdout) == TEST_LIMITS.output_bytes
+    assert result.stdout_dropped == 100_000_000 - TEST_LIMITS.output_bytes
+    assert f"{result.stdout_dropped:,} bytes of stdout dropped" in result.stdout
+    assert len(result.stdout) < TEST_LIMITS.output_bytes + 200  # head, marker, tail
+    assert result.stdout_raw == b""  # TEST_LIMITS keep no raw copy
     assert lines <= TEST_LIMITS.output_bytes // 1000 + 1
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb < 50_000  # 100 MB went through; the host kept a bounded copy

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from models.sandbox import CellError, CellResult, RichResult, SandboxLimits
+from runtime.sandbox.capped import CappedOutput
 from runtime.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
 from runtime.sandbox.protocol import OutputCallback
 
@@ -95,11 +96,11 @@ class _Capped:
             logger.exception("on_output callback failed; no more output goes to it")
             self.on_output = None
 
-    def join(self, parts: list[str]) -> tuple[str, bool]:
-        data = "".join(parts).encode()
-        if len(data) <= self.limit:
-            return data.decode(), False
-        return data[:self.limit].decode(errors="replace"), True
+    def join(self, parts: list[str], *, keep: int) -> CappedOutput:
+        out = CappedOutput(self.name, limit=self.limit, keep=keep)
+        for part in parts:
+            out.add(part.encode("utf-8", errors="surrogateescape"))
+        return out
 
 
 class E2BSession:
@@ -173,15 +174,18 @@ class E2BSession:
                     error=CellError(name="CellTimeout",
                                     value=f"the cell ran past its {timeout:g} s wall clock"))
             raise await self._lose(e) from e
-        stdout, stdout_cut = out.join(list(execution.logs.stdout))
-        stderr, stderr_cut = err.join(list(execution.logs.stderr))
+        keep = self.limits.raw_output_bytes
+        stdout = out.join(list(execution.logs.stdout), keep=keep)
+        stderr = err.join(list(execution.logs.stderr), keep=keep)
         error = None
         if execution.error is not None:
             error = CellError(name=str(execution.error.name), value=str(execution.error.value),
                               traceback=str(execution.error.traceback or ""))
         return CellResult(
-            stdout=stdout, stderr=stderr, stdout_truncated=stdout_cut,
-            stderr_truncated=stderr_cut, error=error,
+            stdout=stdout.text(), stderr=stderr.text(), stdout_truncated=stdout.truncated,
+            stderr_truncated=stderr.truncated, stdout_dropped=stdout.dropped,
+            stderr_dropped=stderr.dropped, stdout_raw=stdout.raw(), stderr_raw=stderr.raw(),
+            error=error,
             results=[self._rich(r) for r in execution.results],
             duration_ms=(time.perf_counter() - started) * 1000)
 

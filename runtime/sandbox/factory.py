@@ -13,7 +13,8 @@ from models.sandbox import SandboxLimits
 from runtime.sandbox import cgroups, selftest
 from runtime.sandbox.envs import resolve_python
 from runtime.sandbox.errors import SandboxInfraError, SandboxUnavailable
-from runtime.sandbox.local import HostPlan, LocalSession, sandbox_env
+from runtime.sandbox.isolation import HostPlan, sandbox_env
+from runtime.sandbox.local import LocalSession
 from runtime.sandbox.protocol import CodeSession
 
 if TYPE_CHECKING:
@@ -56,9 +57,12 @@ class SandboxFactory:
     @classmethod
     def from_settings(cls, settings: Settings, *,
                       limits: SandboxLimits | None = None) -> SandboxFactory:
-        """Build the factory the settings describe (``BEESTOWN_SANDBOX*``, ``E2B_API_KEY``)."""
+        """Build the factory the settings describe (``BEESTOWN_SANDBOX*``, ``E2B_API_KEY``,
+        ``BEESTOWN_OUTPUT_ARTIFACT_MB`` when no `limits` are given)."""
         key = settings.e2b_api_key.get_secret_value() if settings.e2b_api_key else None
         python = str(settings.sandbox_python) if settings.sandbox_python else None
+        if limits is None:
+            limits = SandboxLimits(raw_output_bytes=settings.output_artifact_mb * 1024 * 1024)
         return cls(backend=settings.sandbox_backend, e2b_api_key=key, limits=limits,
                    python=python, bwrap=settings.sandbox_bwrap)
 

@@ -1,384 +1,48 @@
 """The local backend: a warm Python interpreter inside bubblewrap, one per session.
 
-Layers, outermost first:
-
-1. An unprivileged uid. As root we give every session its own uid/gid (2,000,000 + slot,
-   leased with ``flock`` so several workers on one host never share one): sessions cannot
-   signal or out-fork each other, and bwrap's user namespace never maps to host root
-   (which would make root-owned files such as /etc/shadow readable). Not root: the
-   worker's own uid.
-2. A per-session cgroup (v1 memory + pids) when the host lets us create one, else
-   rlimits only (which bound each process, not the session as a whole).
-3. rlimits on every process: address space, CPU seconds, processes, open files, file
-   size, no core dumps.
-4. bubblewrap: new user/pid/net/ipc/uts/cgroup namespaces, no capabilities, no nested
-   user namespaces, read-only ``/usr`` and root, sized tmpfs for ``/tmp``, ``/dev/shm``
-   and the home (which holds the work dir), a cleared environment, and death with its
-   parent (a worker killed with -9 takes its sandboxes along; so does the pid namespace:
-   double-forked daemons die with the session).
-
-Inside runs ``runner.py`` (see its docstring for the protocol).
+How a session is confined (uid, cgroup, rlimits, bubblewrap) is ``isolation.py``; how
+its output streams are read and cut into cells is ``streams.py``. Inside runs
+``runner.py`` (see its docstring for the protocol).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import codecs
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import resource
 import secrets
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from models.sandbox import CellError, CellResult, RichResult, SandboxLimits
-from runtime.sandbox.cgroups import CgroupRoots, SessionCgroup
-from runtime.sandbox.envs import MPL_CACHE_DIRNAME, SandboxPython
+from runtime.sandbox.cgroups import SessionCgroup
 from runtime.sandbox.errors import SandboxError, SandboxInfraError, SandboxUnavailable
+from runtime.sandbox.isolation import (
+    HostPlan,
+    UidLease,
+    bwrap_argv,
+    children_of,
+    classify_start_failure,
+    kill_uid,
+    make_preexec,
+    processes_of_uid,
+    rlimits_for,
+)
 from runtime.sandbox.protocol import OutputCallback
+from runtime.sandbox.streams import CellStream, StreamPump
 
 logger = logging.getLogger(__name__)
 
-RUNNER_HOST_PATH = str(Path(__file__).with_name("runner.py"))
-RUNNER_PATH = "/run/beestown/runner.py"
-HOME = "/home/sandbox"
-WORKDIR = f"{HOME}/work"
-
-UID_BASE = 2_000_000
-UID_SLOTS = 65_536
-LEASE_DIR = Path("/run/beestown-sandbox")
+__all__ = ["HostPlan", "LocalSession", "bwrap_argv", "classify_start_failure"]
 
 _MAX_FRAME = 64 * 1024 * 1024  # a response line; bigger means the session broke protocol
 _FILE_CHUNK = 4 * 1024 * 1024
 _START_TIMEOUT_S = 15.0
-_LINE_PIECE = 8192  # longest piece of a line handed to on_output at once
-
-# Messages from bwrap that mean "this host cannot run sandboxes", with the fix.
-_NAMESPACE_HINT = (
-    "user namespaces are blocked on this host (Docker's default seccomp profile, "
-    "kernel.unprivileged_userns_clone=0, user.max_user_namespaces=0 or Ubuntu's "
-    "kernel.apparmor_restrict_unprivileged_userns=1). Run the worker outside Docker, or "
-    "with `--security-opt seccomp=unconfined --security-opt apparmor=unconfined`, or "
-    "allow unprivileged user namespaces (sysctl)."
-)
-
-
-def classify_start_failure(stderr: str, returncode: int | None) -> SandboxError:
-    """Turn bwrap's complaint at start into the exception a caller should see."""
-    text = stderr.strip() or f"exit status {returncode}"
-    lowered = text.lower()
-    if any(s in lowered for s in ("namespace", "uid map", "operation not permitted",
-                                  "permission denied", "setting up")):
-        return SandboxUnavailable(f"bubblewrap could not start: {text}. {_NAMESPACE_HINT}")
-    if "execvp" in lowered or "no such file" in lowered:
-        return SandboxUnavailable(f"the sandbox interpreter could not start: {text}")
-    return SandboxInfraError(f"sandbox process exited at start: {text}")
-
-
-class UidLease:
-    """A host uid/gid owned by exactly one session on this host while the lease is held."""
-
-    _next_slot = 0  # process-wide hint; the flock is what guarantees exclusivity
-
-    def __init__(self, uid: int, fd: int) -> None:
-        self.uid = uid
-        self._fd = fd
-
-    @classmethod
-    def acquire(cls) -> UidLease:
-        """Lease a free uid (the kernel drops the lock if this process dies)."""
-        LEASE_DIR.mkdir(mode=0o700, exist_ok=True)
-        for i in range(UID_SLOTS):
-            slot = (cls._next_slot + i) % UID_SLOTS
-            uid = UID_BASE + slot
-            fd = os.open(LEASE_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            cls._next_slot = slot + 1
-            return cls(uid, fd)
-        raise SandboxInfraError(f"all {UID_SLOTS} sandbox uids are in use")
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of ``uid`` (``kill(-1)`` from a child that became that uid)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            os.kill(-1, signal.SIGKILL)  # every process this uid may signal, but us
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _processes_of_uid(uid: int) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    found.append(int(name))
-    return found
-
-
-@dataclass(frozen=True)
-class HostPlan:
-    """How sessions are confined on this host; decided once per factory."""
-
-    bwrap: str
-    python: SandboxPython
-    per_session_uid: bool  # True when the worker is root
-    cgroups: CgroupRoots | None
-    cgroup_reason: str
-
-    def describe(self) -> dict[str, str]:
-        return {
-            "backend": "local (bubblewrap)",
-            "bwrap": self.bwrap,
-            "python": self.python.executable,
-            "batteries": "yes" if self.python.batteries else "no (plain python3)",
-            "uid": f"per-session uid {UID_BASE}+slot" if self.per_session_uid
-            else f"worker's uid {os.getuid()}",
-            "session limits": f"cgroup v1 memory+pids ({self.cgroups.describe()})"
-            if self.cgroups else f"rlimits only ({self.cgroup_reason})",
-        }
-
-
-def sandbox_env(plan: HostPlan) -> dict[str, str]:
-    """The whole environment of a session: nothing of the host's (no secrets)."""
-    threads = str(min(4, os.cpu_count() or 1))
-    env = {
-        "PATH": ":".join(([f"{plan.python.env_dir}/bin"] if plan.python.env_dir else [])
-                         + ["/usr/local/bin", "/usr/bin", "/bin"]),
-        "HOME": HOME, "USER": "sandbox", "LOGNAME": "sandbox", "LANG": "C.UTF-8",
-        "TMPDIR": "/tmp", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{HOME}/.config/matplotlib",
-        # BLAS pools size themselves by CPU count: each thread costs address space and
-        # counts against the session's process limit.
-        "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-    }
-    if plan.python.env_dir:
-        env["BEESTOWN_MPLCACHE"] = f"{plan.python.env_dir}/{MPL_CACHE_DIRNAME}"
-    return env
-
-
-def bwrap_argv(plan: HostPlan, limits: SandboxLimits) -> list[str]:
-    """The bubblewrap command line of one session (see FACTS.md, "Sandbox")."""
-    env = sandbox_env(plan)
-    shm_mb = max(16, limits.tmpfs_mb // 4)
-    argv = [
-        plan.bwrap,
-        "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts",
-        "--unshare-net", "--unshare-cgroup-try", "--disable-userns",
-        "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        "--hostname", "sandbox",
-        "--ro-bind", "/usr", "/usr",
-    ]
-    for link in ("bin", "lib", "lib64", "sbin"):
-        target = f"/{link}"
-        if os.path.islink(target):
-            argv += ["--symlink", os.readlink(target), target]
-        elif os.path.isdir(target):
-            argv += ["--ro-bind", target, target]
-    for path in ("/etc/ld.so.cache", "/etc/localtime"):
-        argv += ["--ro-bind-try", path, path]
-    argv += [
-        "--proc", "/proc", "--dev", "/dev",
-        "--size", str(limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp",
-        "--size", str(shm_mb * 1024 * 1024), "--tmpfs", "/dev/shm",
-        "--size", str(limits.tmpfs_mb * 1024 * 1024), "--tmpfs", HOME,
-        "--dir", WORKDIR,
-        # --dev makes a writable tmpfs; only /dev/shm (its own sized tmpfs) stays writable.
-        "--remount-ro", "/dev",
-    ]
-    for path in plan.python.binds:
-        argv += ["--ro-bind", path, path]
-    argv += ["--ro-bind", RUNNER_HOST_PATH, RUNNER_PATH, "--remount-ro", "/",
-             "--chdir", WORKDIR, "--clearenv"]
-    for key, value in env.items():
-        argv += ["--setenv", key, value]
-    argv += ["--", plan.python.executable, "-I", RUNNER_PATH]
-    return argv
-
-
-def _rlimits(limits: SandboxLimits, *, has_cgroup: bool, nproc: int) -> list[tuple[int, int]]:
-    mib = 1024 * 1024
-    # With a cgroup the session total is bounded there; the per-process address space
-    # bound then only turns one huge allocation into a MemoryError instead of an OOM kill.
-    address_space = (limits.memory_mb + (512 if has_cgroup else 0)) * mib
-    return [
-        (resource.RLIMIT_AS, address_space),
-        (resource.RLIMIT_CPU, limits.cpu_s),
-        (resource.RLIMIT_NPROC, nproc),
-        (resource.RLIMIT_NOFILE, 1024),
-        (resource.RLIMIT_FSIZE, limits.file_mb * mib),
-        (resource.RLIMIT_CORE, 0),
-    ]
-
-
-def _make_preexec(*, rlimits: list[tuple[int, int]], cgroup: SessionCgroup | None,
-                  uid: int | None) -> Callable[[], None]:
-    """What the forked child does before exec'ing bwrap: join, limit, drop privileges.
-
-    Done here rather than with ``Popen(user=...)`` because joining a root-owned cgroup
-    must happen before the uid drop, and Popen drops before calling ``preexec_fn``. Only
-    plain syscalls: the child of a multi-threaded process must not take Python locks.
-    """
-
-    def preexec() -> None:
-        if cgroup is not None:
-            cgroup.join_from_child()
-        for which, value in rlimits:
-            # CPU: soft limit sends SIGXCPU (fatal); the hard one is a backstop.
-            hard = value + 5 if which == resource.RLIMIT_CPU else value
-            resource.setrlimit(which, (value, hard))
-        if uid is not None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-
-    return preexec
-
-
-class _CellStream:
-    """One stream's output for one cell: capped copy plus line streaming."""
-
-    def __init__(self, name: str, marker: bytes, limit: int,
-                 on_output: OutputCallback | None) -> None:
-        self.name = name
-        self.marker = marker
-        self.limit = limit
-        self.on_output = on_output
-        self.buf = bytearray()
-        self.truncated = False
-        self.done = asyncio.Event()
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._line = ""
-
-    def add(self, data: bytes) -> None:
-        room = self.limit - len(self.buf)
-        if len(data) > room:
-            self.truncated = True
-            data = data[:max(room, 0)]
-        if data:
-            self.buf += data
-            self._stream(self._decoder.decode(data))
-
-    def _emit(self, line: str) -> None:
-        if self.on_output is None:
-            return
-        try:
-            self.on_output(self.name, line)
-        except Exception:
-            logger.exception("on_output callback failed; no more output goes to it")
-            self.on_output = None
-
-    def _stream(self, text: str) -> None:
-        if self.on_output is None:
-            return
-        self._line += text
-        *lines, self._line = self._line.split("\n")
-        for line in lines:
-            self._emit(line)
-        while len(self._line) > _LINE_PIECE:
-            self._emit(self._line[:_LINE_PIECE])
-            self._line = self._line[_LINE_PIECE:]
-
-    def finish(self) -> None:
-        if self.done.is_set():
-            return
-        self._stream(self._decoder.decode(b"", final=True))
-        if self._line:
-            self._emit(self._line)
-            self._line = ""
-        self.done.set()
-
-    def text(self) -> str:
-        return self.buf.decode("utf-8", errors="replace")
-
-
-class _StreamPump:
-    """Reads one of the sandbox's output pipes for the whole session.
-
-    Output between cells (a background process still printing) is dropped; output after
-    the stream's cap is read and dropped too, so the writer never blocks on a full pipe.
-    """
-
-    def __init__(self, name: str, reader: asyncio.StreamReader) -> None:
-        self.name = name
-        self.reader = reader
-        self.cell: _CellStream | None = None
-        self.pending = b""
-        self.stray = bytearray()  # last bytes seen outside cells (bwrap's start errors)
-        self.task = asyncio.create_task(self._pump(), name=f"sandbox-{name}")
-
-    def begin(self, cell: _CellStream) -> None:
-        self.pending = b""
-        self.cell = cell
-
-    def end(self) -> None:
-        """Close the current cell without its marker (cell killed or stream closed)."""
-        if self.cell is not None:
-            self.cell.add(self.pending)
-            self.cell.finish()
-        self.cell = None
-        self.pending = b""
-
-    def _feed(self, chunk: bytes) -> None:
-        cell = self.cell
-        if cell is None:
-            self.stray = (self.stray + chunk)[-4096:]
-            return
-        data = self.pending + chunk
-        idx = data.find(cell.marker)
-        if idx >= 0:
-            cell.add(data[:idx])
-            cell.finish()
-            self.cell = None
-            self.pending = b""
-            return
-        # A marker may be split across reads: hold back only a tail that could start
-        # one, so ordinary output streams without delay.
-        keep = 0
-        first = cell.marker[:1]
-        start = data.find(first, max(0, len(data) - len(cell.marker) + 1))
-        while start >= 0:
-            if cell.marker.startswith(data[start:]):
-                keep = len(data) - start
-                break
-            start = data.find(first, start + 1)
-        cell.add(data[:len(data) - keep])
-        self.pending = data[len(data) - keep:]
-
-    async def _pump(self) -> None:
-        while chunk := await self.reader.read(1 << 16):
-            self._feed(chunk)
-        self.end()
 
 
 class LocalSession:
@@ -391,7 +55,7 @@ class LocalSession:
         self._proc: asyncio.subprocess.Process | None = None
         self._responses: asyncio.StreamReader | None = None
         self._resp_transport: asyncio.ReadTransport | None = None
-        self._pumps: dict[str, _StreamPump] = {}
+        self._pumps: dict[str, StreamPump] = {}
         self._cgroup: SessionCgroup | None = None
         self._lease: UidLease | None = None
         self._closed = False
@@ -430,12 +94,12 @@ class LocalSession:
         elif uid is not None:
             # No cgroup to sweep: a crashed earlier holder of this uid may have left
             # processes behind.
-            await asyncio.to_thread(_kill_uid, uid)
+            await asyncio.to_thread(kill_uid, uid)
         # RLIMIT_NPROC counts every process of the uid: the worker's own too when shared.
-        shared = 0 if uid is not None else len(_processes_of_uid(self.uid))
+        shared = 0 if uid is not None else len(processes_of_uid(self.uid))
         nproc = shared + limits.pids
-        preexec = _make_preexec(
-            rlimits=_rlimits(limits, has_cgroup=self._cgroup is not None, nproc=nproc),
+        preexec = make_preexec(
+            rlimits=rlimits_for(limits, has_cgroup=self._cgroup is not None, nproc=nproc),
             cgroup=self._cgroup, uid=uid)
         resp_r, resp_w = os.pipe()
         try:
@@ -460,8 +124,8 @@ class LocalSession:
         self._resp_transport = transport
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
-        self._pumps = {"stdout": _StreamPump("stdout", self._proc.stdout),
-                       "stderr": _StreamPump("stderr", self._proc.stderr)}
+        self._pumps = {"stdout": StreamPump("stdout", self._proc.stdout),
+                       "stderr": StreamPump("stderr", self._proc.stderr)}
         try:
             ready = await asyncio.wait_for(self._recv(None), _START_TIMEOUT_S)
         except (TimeoutError, SandboxInfraError) as e:
@@ -545,7 +209,7 @@ class LocalSession:
             # every process in the namespace, and the outer bwrap reaps its child before
             # exiting. Killing the outer one first would leave the inner one a zombie
             # for the host's init to reap.
-            for child in _children(self._proc.pid):
+            for child in children_of(self._proc.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
             if await self._wait_exit(1.0) is None:
@@ -581,7 +245,8 @@ class LocalSession:
     async def _run_cell(self, code: str, timeout_s: float,
                         on_output: OutputCallback | None) -> CellResult:
         marker = f"\x00\x1b[beestown-end-{secrets.token_hex(16)}]\x00".encode()
-        cells = {name: _CellStream(name, marker, self.limits.output_bytes, on_output)
+        cells = {name: CellStream(name, marker, self.limits.output_bytes, on_output,
+                                  keep=self.limits.raw_output_bytes)
                  for name in self._pumps}
         for name, pump in self._pumps.items():
             pump.begin(cells[name])
@@ -626,10 +291,12 @@ class LocalSession:
         for pump in self._pumps.values():
             if pump.cell is not None:
                 pump.end()
+        out, err = cells["stdout"].output, cells["stderr"].output
         return CellResult(
-            stdout=cells["stdout"].text(), stderr=cells["stderr"].text(),
-            stdout_truncated=cells["stdout"].truncated,
-            stderr_truncated=cells["stderr"].truncated,
+            stdout=out.text(), stderr=err.text(),
+            stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+            stdout_dropped=out.dropped, stderr_dropped=err.dropped,
+            stdout_raw=out.raw(), stderr_raw=err.raw(),
             results=results, error=error, timed_out=timed_out,
             duration_ms=(time.perf_counter() - started) * 1000)
 
@@ -676,7 +343,7 @@ class LocalSession:
         self._closed = True
         await self._lose("closed")
         if self._lease is not None and self._cgroup is None:
-            await asyncio.to_thread(_kill_uid, self._lease.uid)
+            await asyncio.to_thread(kill_uid, self._lease.uid)
         for pump in self._pumps.values():
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(pump.task, 1.0)
