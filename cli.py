@@ -58,7 +58,7 @@ from models.review import (
     ReviewAck,
     ReviewInput,
 )
-from models.task import TERMINAL, Status
+from models.task import TERMINAL, FallbackUsed, Status
 from runtime.db import create_pool, resolve_dsn
 from runtime.documents import load_plan
 from runtime.settings import Settings
@@ -249,6 +249,7 @@ async def load_tree(store: Store, task_id: str, *, seen: set[str] | None = None
     for r in subtasks:
         sub: dict[str, Any] = {k: r.get(k) for k in _SUBTASK_FIELDS}
         sub["tokens"] = usage.get(r["id"], 0)
+        sub["fallback"] = (r.get("result") or {}).get("fallback")  # FallbackUsed, or None
         sub["total_tokens"] = sub["tokens"]
         sub["live"] = None
         sub["tasks"] = []
@@ -335,6 +336,8 @@ def _subtask_label(sub: dict[str, Any]) -> str:
     if live.get("detail"):
         parts.append(f"[dim]{_cut(live['detail'], 60)}[/]")
     label = "  ".join(parts)
+    if sub.get("fallback"):
+        label += f"\n[yellow]{escape(FallbackUsed.model_validate(sub['fallback']).sentence())}[/]"
     if sub.get("error"):
         label += f"\n[red]{_cut(sub['error'], 100)}[/]"
     return label
