@@ -138,7 +138,8 @@ class AgentActivities:
         return out
 
     async def _tool_definitions(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
-        specs, _problems = await self.toolbox.list_specs()
+        # A server that is not up is not waited for: its tools are offered once it is.
+        specs, _problems = await self.toolbox.list_specs(wait=False)
         names = {model_tool_name(s.name): s.name for s in specs}
         return [tool_definition(s) for s in specs], names
 

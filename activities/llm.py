@@ -16,6 +16,7 @@ from models.task import Metrics, StepType
 from runtime.documents import parse_plan_text
 from runtime.llm.metered import Charge, MeteredLLM
 from runtime.llm.prompts import REPAIR, SPLIT_SYSTEM
+from runtime.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,9 @@ def usage_key(n: int = 1) -> str:
 class LLMActivities:
     """The splitter; `llm` says "no endpoint configured" when there is none."""
 
-    def __init__(self, *, llm: MeteredLLM, tool_names: list[str]) -> None:
+    def __init__(self, *, llm: MeteredLLM, tools: ToolRegistry) -> None:
         self.llm = llm
-        self.tool_names = tool_names
+        self.tools = tools  # asked at each split: MCP servers come up while the worker runs
 
     def _plan_errors(self, text: str, max_steps: int) -> tuple[Plan | None, list[str]]:
         try:
@@ -44,7 +45,7 @@ class LLMActivities:
         unknown = [
             f"step {s.id!r} names unknown tool {s.tool!r}"
             for s in plan.steps
-            if s.type is StepType.TOOL and s.tool not in self.tool_names
+            if s.type is StepType.TOOL and not self.tools.knows(s.tool or "")
         ]
         return (None, unknown) if unknown else (plan, [])
 
@@ -57,7 +58,7 @@ class LLMActivities:
             {
                 "role": "system",
                 "content": SPLIT_SYSTEM.format(
-                    tools=", ".join(self.tool_names) or "none", max_steps=inp.max_steps
+                    tools=", ".join(self.tools.menu()) or "none", max_steps=inp.max_steps
                 ) + (f"\n\n{inp.manager_context}" if inp.manager_context else ""),
             },
             {"role": "user", "content": inp.prompt},

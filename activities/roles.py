@@ -66,7 +66,7 @@ def activities_by_queue(
     if "workflows" in roles:
         tasks = TaskActivities(
             deps.store, routing=routing(settings), max_steps=settings.max_plan_steps,
-            tool_names=deps.registry.names(), max_turns=settings.max_turns,
+            tools=deps.registry, max_turns=settings.max_turns,
             budgets=Budgets(task_tokens=settings.task_token_budget,
                             subtask_tokens=settings.subtask_token_budget),
             org=org_store if settings.uses_org else None,
@@ -83,7 +83,7 @@ def activities_by_queue(
         )
     if "llm" in roles:
         llm = LLMActivities(llm=metered("or run an explicit plan with --plan FILE"),
-                            tool_names=deps.registry.names())
+                            tools=deps.registry)
         agent = AgentActivities(llm=metered(), book=book, toolbox=deps.registry,
                                 org=org_store, workspace=workspace_from(settings))
         by_queue.setdefault(settings.queue_for("llm"), []).extend(

@@ -22,13 +22,14 @@ from models.plan import graph_errors
 from models.task import Metrics, Status, StepType
 from runtime.org_store import OrgStore
 from runtime.store import NotFound, Store
+from runtime.tools.registry import ToolRegistry
 
 
 class TaskActivities:
     """Task bookkeeping; also tells the workflow the worker side's routing and limits."""
 
     def __init__(
-        self, store: Store, *, routing: Routing, max_steps: int, tool_names: list[str],
+        self, store: Store, *, routing: Routing, max_steps: int, tools: ToolRegistry,
         budgets: Budgets | None = None, max_turns: int = 12, org: OrgStore | None = None,
         org_defaults: OrgPolicy | None = None,
     ) -> None:
@@ -37,7 +38,7 @@ class TaskActivities:
         self.org_defaults = org_defaults or OrgPolicy()
         self.routing = routing
         self.max_steps = max_steps
-        self.tool_names = tool_names
+        self.tools = tools  # asked at each plan: MCP servers come up while the worker runs
         self.budgets = budgets or Budgets()
         self.max_turns = max_turns
 
@@ -55,9 +56,9 @@ class TaskActivities:
             errors = graph_errors(inp.task.plan, max_steps=max_steps)
             errors += [
                 f"step {s.id!r} names unknown tool {s.tool!r} (known: "
-                f"{', '.join(self.tool_names) or 'none'})"
+                f"{', '.join(self.tools.menu()) or 'none'})"
                 for s in inp.task.plan.steps
-                if s.type is StepType.TOOL and s.tool and s.tool not in self.tool_names
+                if s.type is StepType.TOOL and s.tool and not self.tools.knows(s.tool)
             ]
         budgets = Budgets(
             task_tokens=_lower(inp.task.token_budget, self.budgets.task_tokens),

@@ -41,13 +41,26 @@ class ToolActivities:
     @activity.defn(name="run_tool_step")
     @boundary
     async def run_tool_step(self, run: StepRun) -> StepOutcome:
-        """Call the step's tool with its arguments (dependencies' outputs substituted)."""
+        """Call the step's tool with its arguments (dependencies' outputs substituted).
+
+        A run for the step's fallback tool (`run.fallback_for`) stores why, with the result
+        and as a `fallback_answered` event.
+        """
         started = datetime.now(UTC)
         if done := await self.book.begin(run):
             return done
         args = substitute_inputs(run.step.args, await self.book.full_inputs(run))
         value = await self.toolbox.call(run.step.tool or "", args)
-        result = Result(success=True, output=value, summary=summarize(value))
+        result = Result(success=True, output=value, summary=summarize(value),
+                        fallback=run.fallback_for)
+        if run.fallback_for is not None:
+            # Before the result: a step whose result is stored has its event too.
+            fell = run.fallback_for
+            await self.book.store.add_event(
+                f"{run.subtask_id}:r{run.round}:fallback", task_id=run.task_id,
+                subtask=run.subtask_id, kind="fallback_answered",
+                data=fell.model_dump(mode="json") | {"text": fell.sentence()})
+            activity.logger.warning("%s: %s", run.subtask_id, fell.sentence())
         return await self.book.finish(run, result=result, started=started)
 
     @activity.defn(name="call_tool")

@@ -18,7 +18,7 @@ from cli.output import cut, emit_json, styled, when
 from cli.run import outcome
 from cli.session import EXIT_FAILED, EXIT_OK, BadUsage, Refused, Session
 from models.io import Progress, SubtaskView
-from models.task import TERMINAL, Status
+from models.task import TERMINAL, FallbackUsed, Status
 from runtime.store import NotFound, Store
 
 _TERMINAL = {s.value for s in TERMINAL}
@@ -85,6 +85,7 @@ async def load_tree(store: Store, task_id: str, *, seen: set[str] | None = None
     for r in subtasks:
         sub: dict[str, Any] = {k: r.get(k) for k in _SUBTASK_FIELDS}
         sub["tokens"] = usage.get(r["id"], 0)
+        sub["fallback"] = (r.get("result") or {}).get("fallback")  # FallbackUsed, or None
         sub["total_tokens"] = sub["tokens"]
         sub["live"] = None
         sub["tasks"] = []
@@ -171,6 +172,8 @@ def _subtask_label(sub: dict[str, Any]) -> str:
     if live.get("detail"):
         parts.append(f"[dim]{cut(live['detail'], 60)}[/]")
     label = "  ".join(parts)
+    if sub.get("fallback"):
+        label += f"\n[yellow]{escape(FallbackUsed.model_validate(sub['fallback']).sentence())}[/]"
     if sub.get("error"):
         label += f"\n[red]{cut(sub['error'], 100)}[/]"
     return label

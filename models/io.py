@@ -9,7 +9,7 @@ from pydantic import AliasChoices, BaseModel, Field
 
 from models.instants import UtcDatetime
 from models.plan import Plan, PlanStep
-from models.task import Metrics, Priority, Status
+from models.task import FallbackUsed, Metrics, Priority, Status
 
 # Outputs larger than this (as JSON) travel through history as a preview; the full value
 # stays in PostgreSQL and activities load it by subtask id.
@@ -180,6 +180,9 @@ class StepRun(BaseModel):
     agent_id: str | None = None
     round: int = Field(0, ge=0, description="round of work (reruns after a review or an "
                        "escalation); keys usage and tool outputs apart")
+    fallback_for: FallbackUsed | None = Field(
+        None, description="this run calls the step's fallback tool because its tool failed "
+        "so; the result and the events record it")
 
 
 class StepOutcome(BaseModel):

@@ -113,6 +113,20 @@ class Artifact(BaseModel):
     size: int = 0
 
 
+class FallbackUsed(BaseModel):
+    """A tool step's primary tool failed for good and its `fallback_tool` was called instead."""
+
+    primary_tool: str
+    primary_error: str = Field(description="why the primary tool failed, never blank")
+    primary_error_type: str | None = Field(None, description="e.g. ToolFailed, UnknownTool")
+    fallback_tool: str
+
+    def sentence(self) -> str:
+        """Return what happened, for a person: the primary's error and who answered."""
+        return (f"{self.primary_tool} failed ({self.primary_error}); "
+                f"fallback {self.fallback_tool} answered")
+
+
 class Result(BaseModel):
     """What a subtask (or a whole task) produced."""
 
@@ -127,6 +141,8 @@ class Result(BaseModel):
     truncated: bool = False
     artifacts: list[Artifact] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
+    fallback: FallbackUsed | None = Field(
+        None, description="set when the step's fallback tool answered for its failed tool")
 
 
 def subtask_id(task_id: str, step_id: str) -> str:

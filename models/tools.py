@@ -38,7 +38,18 @@ class McpServerConfig(BaseModel):
     allow: list[str] | None = Field(
         None, description="the server's tools to expose (unprefixed names); null: all"
     )
-    timeout_s: float = Field(60.0, gt=0, le=3600)
+    timeout_s: float = Field(60.0, gt=0, le=3600,
+                             description="seconds a call may take; also the start's, unless "
+                             "start_timeout_s says otherwise")
+    start_timeout_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="seconds the server gets to start (spawn, initialize, list its tools) "
+        "before it counts as down for now; null: timeout_s")
+
+    @property
+    def start_timeout(self) -> float:
+        """Seconds the server gets to start."""
+        return self.start_timeout_s if self.start_timeout_s is not None else self.timeout_s
 
     @model_validator(mode="after")
     def _fits_transport(self) -> McpServerConfig:

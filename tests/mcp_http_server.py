@@ -1,7 +1,8 @@
 """An MCP server of our own for the tests: streamable HTTP on loopback, or stdio.
 
     python -m tests.mcp_http_server [--port N]   # prints "LISTENING <port>" when ready
-    python -m tests.mcp_http_server --stdio
+    python -m tests.mcp_http_server --stdio [--delay S]   # S seconds dead before serving
+    python -m tests.mcp_http_server --stdio --stuck       # never answers initialize
 
 `McpHttpServer` runs it as a child process so a test can stop it and start it again on
 the same port.
@@ -15,9 +16,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import mcp.types as mt
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +57,32 @@ async def sleep(seconds: float) -> float:
     """Wait `seconds`, then return them."""
     await asyncio.sleep(seconds)
     return seconds
+
+
+@server.tool()
+def hello(name: str = "world") -> str:
+    """Return a greeting."""
+    return f"hello {name}"
+
+
+@server.tool()
+def crash_once(marker: str) -> str:
+    """Die mid-call (the process exits) unless file `marker` exists; create it first."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text(str(os.getpid()))
+        os._exit(3)
+    return f"served by {os.getpid()}"
+
+
+@server.tool()
+def fail_quietly(how: str) -> mt.CallToolResult:
+    """Fail saying nothing: "result" (an error result with no text), "blank" (its text is
+    blank) or "protocol" (a JSON-RPC error with an empty message)."""
+    if how == "protocol":
+        raise MCPError(-32603, "")
+    content = [] if how == "result" else [mt.TextContent(type="text", text="  ")]
+    return mt.CallToolResult(content=content, is_error=True)
 
 
 @server.tool()
@@ -114,7 +144,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stdio", action="store_true")
+    parser.add_argument("--delay", type=float, default=0.0,
+                        help="seconds to sleep before serving (a slow start)")
+    parser.add_argument("--stuck", action="store_true",
+                        help="never answer, not even initialize")
     args = parser.parse_args()
+    if args.stuck:
+        while True:  # reads nothing, answers nothing; the client must give up and kill it
+            time.sleep(3600)
+    time.sleep(args.delay)
     if args.stdio:
         server.run("stdio")
     else:

@@ -118,6 +118,20 @@ async def test_diamond(client: Client, worker: Settings, record_dir: Path) -> No
     assert len(await record(client, record_dir, "diamond", handle.id)) == 5
 
 
+async def test_tool_fallback(client: Client, worker: Settings, record_dir: Path) -> None:
+    """test_fallback.test_a_fallback_that_answers_leaves_a_trace (the primary fails at once)"""
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(
+        {"id": "fetch", "type": "tool", "tool": "fail", "args": {"message": "primary down"},
+         "fallback_tool": "echo", "fallback_args": {"value": "plan B"}},
+        {"id": "use", "type": "tool", "tool": "concat", "deps": ["fetch"],
+         "args": {"parts": ["${fetch}", "!"]}},
+    )), task_id="hist-tool-fallback")
+    result = await outcome(handle)
+    assert result.status is Status.COMPLETED, result.error
+    assert by_step(result)["use"].output == "plan B!"
+    assert len(await record(client, record_dir, "tool_fallback", handle.id)) == 3
+
+
 async def test_wide_fan_out(client: Client, worker: Settings, record_dir: Path) -> None:
     """test_dag.test_wide_fan_out_runs_branches_in_parallel (24 branches and a join)"""
     steps = [{"id": f"w{i}", "type": "tool", "tool": "sleep", "args": {"seconds": 0.5}}

@@ -225,7 +225,7 @@ async def test_a_stopped_http_server_is_retryable_and_reopened_when_back(
 
 
 async def test_a_slow_call_times_out_retryably(http_server: McpHttpServer) -> None:
-    hub = McpHub([http_config(http_server, timeout_s=0.3)])
+    hub = McpHub([http_config(http_server, timeout_s=0.3, start_timeout_s=30)])
     try:
         with pytest.raises(ToolFailed, match=r"timed out after 0\.3 s") as err:
             await hub.call("own.sleep", {"seconds": 5})

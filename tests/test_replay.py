@@ -46,6 +46,7 @@ SHAPES = [
     "escalation_replan",
     "delegation_two_levels",
     "queued_capacity",
+    "tool_fallback",
 ]
 
 

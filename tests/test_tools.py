@@ -76,7 +76,7 @@ tools:
 
 @pytest_asyncio.fixture
 async def toolbox(tmp_path: Path) -> AsyncIterator[Toolbox]:
-    box = await open_toolbox(registry(), write_tools_file(tmp_path, TIME_YAML))
+    box = await open_toolbox(registry(), write_tools_file(tmp_path, TIME_YAML), wait=True)
     yield box
     await box.aclose()
 

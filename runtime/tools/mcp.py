@@ -1,8 +1,16 @@
 """MCP servers as tools: one long-lived session per configured server, reopened when it dies.
 
-`McpHub` opens a server's session the first time one of its tools is listed or called and
-keeps it for the life of the worker (each session is owned by a task of its own:
-`runtime.tools.mcp_session`).
+`McpHub.start()` begins opening every server in the background, in parallel, and returns
+at once: a slow or stuck server never holds a worker's start. A session is opened at most
+once at a time (every caller that needs it shares the open in flight), within the server's
+own `start_timeout_s` (default: its `timeout_s`), and kept for the life of the worker
+(each session is owned by a task of its own: `runtime.tools.mcp_session`).
+
+A configured server that is not up is not an unknown tool: `may_offer()` accepts any tool
+name of a configured server until the server has listed its tools. A call that needs a
+server that is not up waits for the open in flight (or starts one) and, if the server does
+not come up, raises `ToolUnavailable` naming the server; Temporal's retry policy retries it
+with backoff. Calls to other servers and function tools never wait for it.
 
 A call that finds its session broken (the stdio process died, the HTTP server restarted
 or went away) reopens the session once and retries once; if that fails too the call
@@ -12,8 +20,9 @@ raises `ToolFailed(retryable=True)` and Temporal's retry policy takes over.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +33,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
 from models.tools import McpServerConfig, ToolsConfig, ToolSpec
-from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
+from runtime.tools.errors import (
+    BadToolArguments,
+    ToolFailed,
+    ToolUnavailable,
+    UnknownTool,
+    failed,
+)
 from runtime.tools.mcp_session import (
-    OPEN_TIMEOUT_S,
     Connection,
     describe_failure,
     is_broken,
@@ -57,6 +71,10 @@ class _Server:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     conn: Connection | None = None
     tools: dict[str, _Tool] | None = None
+    # The open in flight, shared by every caller that needs the session meanwhile.
+    opening: asyncio.Task[Connection] | None = None
+    warming: asyncio.Task[None] | None = None  # a background start (open and list)
+    problem: str | None = None  # why the last open or listing failed; None once it works
     stats: ServerStats = field(default_factory=ServerStats)
 
 
@@ -66,14 +84,79 @@ class McpHub:
     def __init__(self, servers: Sequence[McpServerConfig]) -> None:
         self._servers = {s.name: _Server(s) for s in servers}
         self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, config: ToolsConfig) -> McpHub:
         return cls(config.tools)
 
+    # -- starting ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin opening and listing every server in the background; return at once.
+
+        A server that does not come up within its start timeout is logged and tried again
+        when a call or a listing needs it.
+        """
+        for srv in self._servers.values():
+            self._warm_up(srv)
+
+    async def wait_started(self) -> None:
+        """Wait until every start begun so far has ended (up, or given up on)."""
+        while pending := [t for t in self._background if not t.done()]:
+            await asyncio.wait(pending)
+
+    def up(self, server: str) -> bool:
+        """Tell whether the server's session is open and its tools listed."""
+        srv = self._server(server)
+        return srv.conn is not None and srv.conn.session is not None and srv.tools is not None
+
+    def problem(self, server: str) -> str | None:
+        """Return why the server's last open or listing failed (None: it has not)."""
+        return self._server(server).problem
+
+    def _warm_up(self, srv: _Server) -> None:
+        if self._closed or (srv.warming is not None and not srv.warming.done()):
+            return
+        srv.warming = self._spawn(self._warm(srv), name=f"mcp-start:{srv.cfg.name}")
+
+    async def _warm(self, srv: _Server) -> None:
+        try:
+            await self._tools(srv)
+        except ToolFailed as e:
+            log.error("MCP server %s is unavailable for now: %s", srv.cfg.name, e)
+        else:
+            log.info("MCP server %s is up (%d tools)", srv.cfg.name, len(srv.tools or {}))
+
+    def _spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        # A fresh context: the task outlives whatever activity asked for it.
+        task = asyncio.create_task(work, name=name, context=contextvars.Context())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     # -- names and specs -------------------------------------------------------------
     def servers(self) -> list[str]:
         return sorted(self._servers)
+
+    def may_offer(self, name: str) -> bool:
+        """Tell whether `name` may be one of this hub's tools, as far as is known now.
+
+        A server that has listed its tools is held to that list (and its allow list);
+        one that has not (still starting, or down) is given the benefit of the doubt: its
+        tools are checked when it is up.
+        """
+        server, _, tool = name.partition(".")
+        srv = self._servers.get(server)
+        if srv is None or not tool:
+            return False
+        if srv.tools is not None:
+            return tool in srv.tools
+        return srv.cfg.allow is None or tool in srv.cfg.allow
+
+    def unlisted(self) -> list[str]:
+        """Return the servers whose tools are not known yet (not up, no allow list)."""
+        return sorted(n for n, s in self._servers.items()
+                      if s.tools is None and s.cfg.allow is None)
 
     def owns(self, name: str) -> bool:
         """Tell whether `name` is namespaced by one of this hub's servers."""
@@ -95,11 +178,22 @@ class McpHub:
         return [t.spec for srv in self._servers.values() if srv.tools
                 for t in srv.tools.values()]
 
-    async def list_tools(self, *, refresh: bool = False) -> tuple[list[ToolSpec], dict[str, str]]:
-        """Return every server's tool specs, and why a server's are missing (by server)."""
+    async def list_tools(
+        self, *, refresh: bool = False, wait: bool = True
+    ) -> tuple[list[ToolSpec], dict[str, str]]:
+        """Return every server's tool specs, and why a server's are missing (by server).
+
+        With `wait=False` a server that is not up is not waited for: it is reported as a
+        problem (and a start is begun in the background if none is in flight).
+        """
         problems: dict[str, str] = {}
 
         async def one(srv: _Server) -> list[ToolSpec]:
+            if not wait and not self.up(srv.cfg.name):
+                self._warm_up(srv)
+                problems[srv.cfg.name] = srv.problem or (
+                    f"MCP server {srv.cfg.name!r} is not up yet")
+                return []
             try:
                 tools = await self._tools(srv, refresh=refresh)
             except ToolFailed as e:
@@ -129,7 +223,11 @@ class McpHub:
         """
         server, _, tool_name = name.partition(".")
         srv = self._server(server, full_name=name)
-        tool = (await self._tools(srv)).get(tool_name)
+        try:
+            tools = await self._tools(srv)
+        except ToolUnavailable as e:
+            raise ToolUnavailable(f"tool {name!r}: {e}", server=server) from e
+        tool = tools.get(tool_name)
         if tool is None:
             raise UnknownTool(self._unknown_message(srv, name))
         if tool.validator is not None:
@@ -154,9 +252,9 @@ class McpHub:
             except _Broken as second:
                 if second.conn is not None:
                     await self._drop(srv, only=second.conn)
-                raise ToolFailed(
+                raise ToolUnavailable(
                     f"tool {name!r}: MCP server {server!r} is unreachable: {second}",
-                    retryable=True,
+                    server=server,
                 ) from second.__cause__
         return _value_of(name, result)
 
@@ -183,15 +281,12 @@ class McpHub:
                 raise BadToolArguments(f"tool {name!r}: {e.message}") from e
             if e.code == METHOD_NOT_FOUND:
                 raise UnknownTool(f"tool {name!r}: {e.message}") from e
-            raise ToolFailed(
-                f"tool {name!r} failed: MCP error {e.code}: {e.message}",
-                retryable=e.code == REQUEST_TIMEOUT,
-            ) from e
+            raise ToolFailed(failed(name, f"MCP error {e.code}", e.message),
+                             retryable=e.code == REQUEST_TIMEOUT) from e
         except Exception as e:
             if is_broken(e):
                 raise _Broken(f"{type(e).__name__}: {e}", conn) from e
-            raise ToolFailed(f"tool {name!r} failed: {type(e).__name__}: {e}",
-                             retryable=False) from e
+            raise ToolFailed(failed(name, type(e).__name__, str(e)), retryable=False) from e
 
     # -- sessions --------------------------------------------------------------------
     def _server(self, server: str, *, full_name: str | None = None) -> _Server:
@@ -207,22 +302,39 @@ class McpHub:
         return f"unknown tool {name!r} (server {srv.cfg.name!r} offers: {known})"
 
     async def _connected(self, srv: _Server) -> Connection:
+        """Return the server's open connection: the one open, the open in flight, or a new one.
+
+        Every caller shares one open in flight, and a caller that gives up (its activity
+        cancelled) does not cancel it for the others.
+        """
         if self._closed:
-            raise ToolFailed("the MCP hub is closed", retryable=True)
+            raise ToolUnavailable("the MCP hub is closed", server=srv.cfg.name)
+        if srv.conn is not None and srv.conn.session is not None:
+            return srv.conn
+        if srv.opening is None or srv.opening.done():
+            srv.opening = asyncio.create_task(
+                self._open(srv), name=f"mcp-open:{srv.cfg.name}", context=contextvars.Context())
+            # Retrieved here so that an open nobody waited for ends quietly.
+            srv.opening.add_done_callback(
+                lambda t: None if t.cancelled() else t.exception())
+        return await asyncio.shield(srv.opening)
+
+    async def _open(self, srv: _Server) -> Connection:
+        name = srv.cfg.name
+        conn = Connection(srv.cfg)
+        srv.stats.opens += 1
+        try:
+            await conn.open()
+        except Exception as e:
+            srv.problem = (f"cannot open MCP server {name!r}: "
+                           f"{describe_failure(e, timeout_s=srv.cfg.start_timeout)}")
+            raise ToolUnavailable(srv.problem, server=name) from e
+        if self._closed:
+            await conn.close()
+            raise ToolUnavailable("the MCP hub is closed", server=name)
         async with srv.lock:
-            if srv.conn is not None and srv.conn.session is not None:
-                return srv.conn
-            conn = Connection(srv.cfg)
-            srv.stats.opens += 1
-            try:
-                await conn.open()
-            except Exception as e:
-                raise ToolFailed(
-                    f"cannot open MCP server {srv.cfg.name!r}: {describe_failure(e)}",
-                    retryable=True,
-                ) from e
             srv.conn = conn
-            return conn
+        return conn
 
     async def _tools(self, srv: _Server, *, refresh: bool = False) -> dict[str, _Tool]:
         if srv.tools is not None and not refresh:
@@ -231,18 +343,18 @@ class McpHub:
             conn = await self._connected(srv)
             assert conn.session is not None
             try:
-                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                async with asyncio.timeout(srv.cfg.start_timeout):
                     listed = await list_all(conn.session)
                 break
             except Exception as e:
                 if attempt == 1 and is_broken(e):
                     await self._drop(srv, only=conn)
                     continue
-                raise ToolFailed(
-                    f"cannot list the tools of MCP server {srv.cfg.name!r}: {describe_failure(e)}",
-                    retryable=True,
-                ) from e
+                why = describe_failure(e, timeout_s=srv.cfg.start_timeout)
+                srv.problem = f"cannot list the tools of MCP server {srv.cfg.name!r}: {why}"
+                raise ToolUnavailable(srv.problem, server=srv.cfg.name) from e
         srv.tools = self._index(srv.cfg, listed)
+        srv.problem = None
         return srv.tools
 
     def _index(self, cfg: McpServerConfig, listed: list[mt.Tool]) -> dict[str, _Tool]:
@@ -287,6 +399,11 @@ class McpHub:
     async def aclose(self) -> None:
         """Close every session (stdio servers are stopped); later calls fail retryably."""
         self._closed = True
+        pending = [*self._background,
+                   *(s.opening for s in self._servers.values() if s.opening is not None)]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*(self._drop(s) for s in self._servers.values()))
 
 
@@ -302,8 +419,10 @@ class _Broken(Exception):
 def _value_of(name: str, result: mt.CallToolResult) -> Any:
     texts = [c.text for c in result.content if isinstance(c, mt.TextContent)]
     if result.is_error:
-        message = " ".join(texts) or "the tool reported an error"
-        raise ToolFailed(f"tool {name!r} failed: {message}", retryable=False)
+        message = " ".join(t for t in texts if t.strip())
+        if message:
+            raise ToolFailed(f"tool {name!r} failed: {message}", retryable=False)
+        raise ToolFailed(failed(name, "an MCP error result", ""), retryable=False)
     if result.structured_content is not None:
         return result.structured_content
     if len(result.content) == 1 and len(texts) == 1:

@@ -29,9 +29,9 @@ from models.tools import McpServerConfig
 
 log = logging.getLogger(__name__)
 
-# Opening a session (spawn + initialize + list) gets at most this long; calls get the
-# server's own timeout_s.
-OPEN_TIMEOUT_S = 30.0
+# Opening a session (spawn + initialize) and listing its tools get at most the server's own
+# `start_timeout` each, its calls `timeout_s`: a server known to start slowly is given its
+# time, a stuck one is given up on as soon as its operator said.
 # Closing waits this long for a server to exit before the owner task is cancelled.
 CLOSE_TIMEOUT_S = 10.0
 
@@ -93,16 +93,20 @@ class Connection:
     async def open(self) -> ClientSession:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[ClientSession] = loop.create_future()
+        # Retrieved here: once open() has given up, nobody else reads how the owner ended.
+        ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         # A fresh context: the owner task outlives the activity that opened it and must
         # not carry that activity's context (its info, its cancellation) along.
         self._task = asyncio.create_task(
             self._own(ready), name=f"mcp-session:{self.cfg.name}", context=contextvars.Context()
         )
         try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
+            async with asyncio.timeout(self.cfg.start_timeout):
                 self.session = await asyncio.shield(ready)
         except BaseException:
-            await self.close()
+            # A server that never got as far as a session has nothing to finish: it is
+            # stopped at once rather than asked to exit.
+            await self.close(at_once=True)
             raise
         return self.session
 
@@ -121,12 +125,15 @@ class Connection:
             elif not isinstance(e, asyncio.CancelledError):
                 log.debug("MCP server %s: session ended with %r", self.cfg.name, e)
 
-    async def close(self) -> None:
+    async def close(self, *, at_once: bool = False) -> None:
+        """Stop the session: let the server exit (at most CLOSE_TIMEOUT_S), or `at_once`."""
         self._stop.set()
         task, self._task, self.session = self._task, None, None
         if task is None:
             return
         try:
+            if at_once:
+                raise TimeoutError
             await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT_S)
         except (TimeoutError, asyncio.CancelledError):
             task.cancel()
@@ -146,10 +153,11 @@ async def list_all(session: ClientSession) -> list[mt.Tool]:
             return tools
 
 
-def describe_failure(e: BaseException) -> str:
+def describe_failure(e: BaseException, *, timeout_s: float) -> str:
+    """Return why opening or listing failed, in one sentence (never blank)."""
     if isinstance(e, BaseExceptionGroup) and e.exceptions:
-        return describe_failure(e.exceptions[0])
+        return describe_failure(e.exceptions[0], timeout_s=timeout_s)
     if isinstance(e, TimeoutError):
-        return f"no answer within {OPEN_TIMEOUT_S:g} s"
-    return f"{type(e).__name__}: {e}"
+        return f"no answer within {timeout_s:g} s"
+    return f"{type(e).__name__}: {e}" if str(e) else f"{type(e).__name__} (no message)"
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from models.tools import ToolSpec
 from runtime.documents import describe
-from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
+from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool, failed
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,14 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def knows(self, name: str) -> bool:
+        """Tell whether a plan may name tool `name` (checked before any step runs)."""
+        return name in self._tools
+
+    def menu(self) -> list[str]:
+        """Return the tool names to offer a planner, one line each."""
+        return self.names()
+
     def specs(self) -> list[ToolSpec]:
         """Return every tool's name, description and JSON schema, by name."""
         return [self._tools[n].spec for n in sorted(self._tools)]
@@ -107,13 +115,9 @@ class ToolRegistry:
             if inspect.isawaitable(value):
                 value = await value
         except RETRYABLE as e:
-            raise ToolFailed(
-                f"tool {name!r} failed: {type(e).__name__}: {e}", retryable=True
-            ) from e
+            raise ToolFailed(failed(name, type(e).__name__, str(e)), retryable=True) from e
         except Exception as e:
-            raise ToolFailed(
-                f"tool {name!r} failed: {type(e).__name__}: {e}", retryable=False
-            ) from e
+            raise ToolFailed(failed(name, type(e).__name__, str(e)), retryable=False) from e
         try:
             json.dumps(value)
         except (TypeError, ValueError) as e:

@@ -49,11 +49,30 @@ class Toolbox(ToolRegistry):
     def specs(self) -> list[ToolSpec]:
         return [*super().specs(), *(self.hub.cached_specs() if self.hub else [])]
 
-    async def list_specs(self, *, refresh: bool = False) -> tuple[list[ToolSpec], dict[str, str]]:
-        """Return every tool's spec, asking MCP servers; and why a server's are missing."""
+    def knows(self, name: str) -> bool:
+        """Tell whether a plan may name `name`: a function tool, or a configured server's.
+
+        A server that is not up yet (starting, stuck, down) is not a reason to refuse a
+        plan: its step waits for it, and its tool list is checked once it is up.
+        """
+        return super().knows(name) or (self.hub is not None and self.hub.may_offer(name))
+
+    def menu(self) -> list[str]:
+        pending = self.hub.unlisted() if self.hub else []
+        return [*self.names(),
+                *(f"{s}.<tool> (MCP server {s!r} is not up yet; its tools are unknown)"
+                  for s in pending)]
+
+    async def list_specs(
+        self, *, refresh: bool = False, wait: bool = True
+    ) -> tuple[list[ToolSpec], dict[str, str]]:
+        """Return every tool's spec, asking MCP servers; and why a server's are missing.
+
+        With `wait=False`, servers that are not up are reported, not waited for.
+        """
         if self.hub is None:
             return super().specs(), {}
-        mcp_specs, problems = await self.hub.list_tools(refresh=refresh)
+        mcp_specs, problems = await self.hub.list_tools(refresh=refresh, wait=wait)
         return [*super().specs(), *mcp_specs], problems
 
     async def call(self, name: str, args: dict[str, Any]) -> Any:
@@ -99,29 +118,34 @@ def substitute_inputs(args: Any, inputs: dict[str, Any]) -> Any:
 
 
 async def open_toolbox(
-    functions: ToolRegistry | None = None, tools_file: Path | None = None
+    functions: ToolRegistry | None = None, tools_file: Path | None = None, *,
+    wait: bool = False,
 ) -> Toolbox:
-    """Return the function tools plus the MCP servers of `tools_file`, their tools listed.
+    """Return the function tools plus the MCP servers of `tools_file`, starting in the background.
 
-    A server that cannot be reached now is logged and tried again at its first call;
-    a bad file raises InvalidToolsConfig naming each bad entry.
+    The servers start in parallel, each within its own `timeout_s`, without holding the
+    caller; one that does not come up is logged and tried again when a step needs it.
+    `wait=True` returns only once every server is up or given up on (tests, listings).
+    A bad file raises InvalidToolsConfig naming each bad entry.
     """
     if tools_file is None and isinstance(functions, Toolbox):
         return functions
     config = load_tools_config(tools_file) if tools_file else ToolsConfig()
-    toolbox = Toolbox(functions, hub=McpHub.from_config(config))
-    _, problems = await toolbox.list_specs()
-    for server, problem in problems.items():
-        log.error("MCP server %s is unavailable for now: %s", server, problem)
+    hub = McpHub.from_config(config)
+    toolbox = Toolbox(functions, hub=hub)
+    hub.start()
+    if wait:
+        await hub.wait_started()
     return toolbox
 
 
 @contextlib.asynccontextmanager
 async def toolbox_from(
-    functions: ToolRegistry | None = None, tools_file: Path | None = None
+    functions: ToolRegistry | None = None, tools_file: Path | None = None, *,
+    wait: bool = False,
 ) -> AsyncIterator[Toolbox]:
     """Open a toolbox for the life of the block; its MCP sessions are closed after."""
-    toolbox = await open_toolbox(functions, tools_file)
+    toolbox = await open_toolbox(functions, tools_file, wait=wait)
     try:
         yield toolbox
     finally:

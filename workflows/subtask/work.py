@@ -30,10 +30,10 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
     )
     from models.review import EscalationReason
-    from models.task import StepType
+    from models.task import FallbackUsed, StepType
     from workflows import policies
     from workflows.engine import run_agent, run_code, write_and_run_code
-    from workflows.failures import ACTIVITY_FAILURES, failure_message
+    from workflows.failures import ACTIVITY_FAILURES, failure_cause, failure_message
     from workflows.subtask.outcomes import DeadlinePassed, Done, Trouble
     from workflows.subtask.slots import Slots
     from workflows.subtask.state import StepState
@@ -174,8 +174,14 @@ class Work:
                 "tool": step.fallback_tool,
                 "args": step.args if step.fallback_args is None else step.fallback_args,
             })
+            # The fallback's own activity records why it was called (in the step's result
+            # and an event): no new workflow command, so older histories replay unchanged.
+            kind, message = failure_cause(first)
+            why = FallbackUsed(primary_tool=step.tool or "", primary_error=message,
+                               primary_error_type=kind, fallback_tool=step.fallback_tool)
             try:
-                return await self._call_tool(run.model_copy(update={"step": fallback}))
+                return await self._call_tool(
+                    run.model_copy(update={"step": fallback, "fallback_for": why}))
             except ACTIVITY_FAILURES as second:
                 raise ApplicationError(
                     f"tool {step.tool} failed ({failure_message(first)}), and so did "
