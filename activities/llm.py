@@ -12,7 +12,7 @@ from activities.boundary import boundary
 from activities.errors import INVALID_PLAN
 from models.io import Budgets, SplitInput, SplitResult
 from models.plan import InvalidPlan, Plan
-from models.task import Metrics, StepType
+from models.task import Metrics
 from runtime.documents import parse_plan_text
 from runtime.llm.metered import Charge, MeteredLLM
 from runtime.llm.prompts import REPAIR, SPLIT_SYSTEM
@@ -38,15 +38,9 @@ class LLMActivities:
 
     def _plan_errors(self, text: str, max_steps: int) -> tuple[Plan | None, list[str]]:
         try:
-            plan = parse_plan_text(text, max_steps=max_steps)
+            return parse_plan_text(text, max_steps=max_steps, tools=self.tool_names), []
         except InvalidPlan as e:
             return None, e.errors
-        unknown = [
-            f"step {s.id!r} names unknown tool {s.tool!r}"
-            for s in plan.steps
-            if s.type is StepType.TOOL and s.tool not in self.tool_names
-        ]
-        return (None, unknown) if unknown else (plan, [])
 
     @activity.defn(name="split_task")
     @boundary
