@@ -199,6 +199,7 @@ async def test_model_answering_in_the_seed_shape_splits_in_one_round(
     assert by_step(result)["world"].output == "hello world"
     assert len(llm.requests) == 1  # no repair round
     row = await deps.pool.fetchrow("SELECT plan FROM tasks WHERE id = $1", result.task_id)
+    assert row is not None
     stored = row["plan"] if isinstance(row["plan"], dict) else json.loads(row["plan"])
     assert stored["steps"][0]["description"] == "say hello"
     assert "desc" not in stored["steps"][0]
