@@ -49,6 +49,7 @@ from temporalio.service import RPCError
 import starter
 from models.io import Progress, SubtaskView, TaskResult
 from models.org import InvalidOrg
+from models.payload import PayloadTooLarge, check_payload
 from models.plan import InvalidPlan
 from models.review import (
     Action,
@@ -370,6 +371,10 @@ async def cmd_tree(args: argparse.Namespace, s: Session) -> int:
 # -- updates: review and resolve -------------------------------------------------------------
 async def _update(s: Session, workflow_id: str, name: str, payload: BaseModel,
                   result_type: type[BaseModel], within_s: float) -> Any:
+    try:
+        check_payload(payload, what=f"the {name} payload")
+    except PayloadTooLarge as e:
+        raise BadUsage(str(e)) from e
     handle = (await s.client()).get_workflow_handle(workflow_id)
     try:
         return await asyncio.wait_for(

@@ -32,6 +32,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError
 
 from models.io import Progress, TaskInput, TaskResult
+from models.payload import PayloadTooLarge, check_payload
 from models.plan import InvalidPlan
 from models.task import Priority, Status
 from runtime.documents import load_plan
@@ -149,6 +150,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     task = TaskInput(prompt=args.prompt or "", plan=plan, title=args.title,
                      priority=Priority(args.priority))
+    try:
+        check_payload(task, what="the task (its prompt and plan)")
+    except PayloadTooLarge as e:
+        console.print(f"[red]task too large:[/] {e}")
+        return EXIT_USAGE
     try:
         client = await Client.connect(settings.temporal_address,
                                       namespace=settings.temporal_namespace,
