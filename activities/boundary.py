@@ -32,6 +32,7 @@ from activities.errors import (
     TOOL_UNAVAILABLE,
     UNKNOWN_TOOL,
 )
+from models.payload import cut_text
 from models.plan import InvalidPlan
 from models.task import InvalidTransition
 from models.usage import BudgetExceeded
@@ -64,15 +65,16 @@ def application_error(e: Exception) -> ApplicationError | None:
 
     A retryable ToolFailed becomes TOOL_UNAVAILABLE, so that the retry policy retries it.
     """
+    message = cut_text(str(e))  # a failure travels through history
     if isinstance(e, ToolFailed):
         if e.retryable:
-            return ApplicationError(str(e), type=TOOL_UNAVAILABLE)
-        return ApplicationError(str(e), type=TOOL_FAILED, non_retryable=True)
+            return ApplicationError(message, type=TOOL_UNAVAILABLE)
+        return ApplicationError(message, type=TOOL_FAILED, non_retryable=True)
     if isinstance(e, BadLLMReply):
-        return ApplicationError(str(e), type=BAD_LLM_REPLY)
+        return ApplicationError(message, type=BAD_LLM_REPLY)
     for cls, kind in _PERMANENT_CLASSES:
         if isinstance(e, cls):
-            return ApplicationError(str(e), type=kind, non_retryable=True)
+            return ApplicationError(message, type=kind, non_retryable=True)
     return None
 
 
@@ -91,6 +93,8 @@ def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             err = application_error(e)
             if err is None:
                 raise
+            if err.message != str(e):  # the cause would carry the whole text again
+                raise err from None
             raise err from e
 
     return run

@@ -11,8 +11,9 @@ from temporalio.exceptions import ApplicationError
 from activities.boundary import boundary
 from activities.errors import INVALID_PLAN
 from models.io import Budgets, SplitInput, SplitResult
+from models.payload import PayloadTooLarge, check_payload, cut_text, megabytes
 from models.plan import InvalidPlan, Plan
-from models.task import Metrics, StepType
+from models.task import Metrics
 from runtime.documents import parse_plan_text
 from runtime.llm.metered import Charge, MeteredLLM
 from runtime.llm.prompts import REPAIR, SPLIT_SYSTEM
@@ -39,15 +40,15 @@ class LLMActivities:
 
     def _plan_errors(self, text: str, max_steps: int) -> tuple[Plan | None, list[str]]:
         try:
-            plan = parse_plan_text(text, max_steps=max_steps)
+            plan = parse_plan_text(text, max_steps=max_steps, tools=self.tools.known())
+            check_payload(plan, what="the plan")
         except InvalidPlan as e:
             return None, e.errors
-        unknown = [
-            f"step {s.id!r} names unknown tool {s.tool!r}"
-            for s in plan.steps
-            if s.type is StepType.TOOL and not self.tools.knows(s.tool or "")
-        ]
-        return (None, unknown) if unknown else (plan, [])
+        except PayloadTooLarge as e:
+            return None, [f"{e.what} is {megabytes(e.size)}, more than {megabytes(e.limit)}: "
+                          f"the biggest part is {e.biggest}; make it smaller (a code step "
+                          "computes or reads its data instead of holding it)"]
+        return plan, []
 
     @activity.defn(name="split_task")
     @boundary
@@ -83,8 +84,9 @@ class LLMActivities:
                 {"role": "assistant", "content": reply.text},
                 {"role": "user", "content": REPAIR.format(errors="\n".join(errors))},
             ]
+        errors = [cut_text(e, 1000) for e in errors[:50]]  # a failure travels through history
         raise ApplicationError(
-            "the model's plan is invalid after one repair round: " + "; ".join(errors),
+            cut_text("the model's plan is invalid after one repair round: " + "; ".join(errors)),
             {"errors": errors},
             type=INVALID_PLAN,
             non_retryable=True,

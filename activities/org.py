@@ -15,7 +15,7 @@ from activities.boundary import boundary
 from activities.errors import BAD_LLM_REPLY
 from activities.llm import usage_key
 from models.org import InvalidOrg, OrgChart
-from models.plan import InvalidPlan, extract_json
+from models.plan import InvalidPlan
 from models.review import (
     AssignInput,
     AssignResult,
@@ -29,6 +29,7 @@ from models.review import (
 )
 from models.scheduling import AssignmentState
 from models.task import Status
+from runtime.llm.json_reply import extract_json
 from runtime.llm.metered import Charge, MeteredLLM
 from runtime.llm.prompts import DECISION_SCHEMA, ESCALATION_SYSTEM, REVIEW_SYSTEM, VERDICT_SCHEMA
 from runtime.org_store import OrgStore, people_for

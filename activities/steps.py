@@ -21,6 +21,7 @@ from models.io import (
     StepOutput,
     StepRun,
 )
+from models.payload import cut_text
 from models.task import InvalidTransition, Result, Status
 from runtime.records import memory_of
 from runtime.store import Store
@@ -110,9 +111,10 @@ class StepBook:
                 subtask_id=run.subtask_id,
                 output=value,
                 truncated=truncated,
-                summary=result.summary,
+                summary=cut_text(result.summary),
             ),
-            error=result.error,
+            # An error text can be as big as what the code raised (the store keeps it all).
+            error=None if result.error is None else cut_text(result.error),
             metrics=result.metrics,
         )
 

@@ -19,7 +19,7 @@ from models.io import (
 )
 from models.org import InvalidOrg
 from models.plan import graph_errors
-from models.task import Metrics, Status, StepType
+from models.task import Metrics, Status
 from runtime.org_store import OrgStore
 from runtime.store import NotFound, Store
 from runtime.tools.registry import ToolRegistry
@@ -53,13 +53,8 @@ class TaskActivities:
                                      created_at=inp.created_at, run_id=inp.run_id)
         errors: list[str] = []
         if inp.task.plan is not None:
-            errors = graph_errors(inp.task.plan, max_steps=max_steps)
-            errors += [
-                f"step {s.id!r} names unknown tool {s.tool!r} (known: "
-                f"{', '.join(self.tools.menu()) or 'none'})"
-                for s in inp.task.plan.steps
-                if s.type is StepType.TOOL and s.tool and not self.tools.knows(s.tool)
-            ]
+            errors = graph_errors(inp.task.plan, max_steps=max_steps,
+                                  tools=self.tools.known())
         budgets = Budgets(
             task_tokens=_lower(inp.task.token_budget, self.budgets.task_tokens),
             subtask_tokens=_lower(inp.task.subtask_token_budget, self.budgets.subtask_tokens),

@@ -10,6 +10,7 @@ from temporalio import activity
 from activities.boundary import application_error, boundary
 from activities.steps import StepBook, preview, summarize
 from models.io import INLINE_OUTPUT_LIMIT, StepOutcome, StepRun
+from models.payload import cut_text
 from models.task import Result
 from models.tools import (
     ListToolsInput,
@@ -77,7 +78,7 @@ class ToolActivities:
             err = application_error(e)
             if err is None or not (inp.return_errors and err.non_retryable):
                 raise
-            return ToolCallResult(ok=False, error=str(e), error_type=err.type)
+            return ToolCallResult(ok=False, error=cut_text(str(e)), error_type=err.type)
         text = output_json(value)
         if len(text) <= self.inline_limit:
             return ToolCallResult(ok=True, preview=value)

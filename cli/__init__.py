@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--id", dest="task_id", help="task id (default: generated)")
     c.add_argument("--title", default="")
     c.add_argument("--priority", choices=[x.value for x in Priority], default="medium")
+    c.add_argument("--project", metavar="ID",
+                   help="the project it belongs to (default: its parent task's, else 'default')")
+    c.add_argument("--file", dest="related_files", action="append", default=[], metavar="PATH",
+                   help="a file under BEESTOWN_WORKSPACE the agents read (repeatable)")
+    c.add_argument("--agent", dest="related_agents", action="append", default=[],
+                   metavar="ID", help="an agent whose role and skills the agents see "
+                   "(repeatable)")
+    c.add_argument("--parent", metavar="TASK_ID", help="the task this one follows up on")
     c.add_argument("--wait", action="store_true", help="follow the task until it ends")
     c.add_argument("--json", action="store_true",
                    help="print the final result as one JSON object (implies --wait)")

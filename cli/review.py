@@ -16,6 +16,7 @@ from temporalio.service import RPCError
 from cli.output import cut, emit_json, styled, when
 from cli.session import EXIT_OK, BadUsage, Refused, Session
 from models.org import InvalidOrg
+from models.payload import PayloadTooLarge, check_payload
 from models.plan import InvalidPlan
 from models.review import (
     Action,
@@ -32,6 +33,10 @@ from workflows.failures import failure_message
 # -- updates: review and resolve -------------------------------------------------------------
 async def _update(s: Session, workflow_id: str, name: str, payload: BaseModel,
                   result_type: type[BaseModel], within_s: float) -> Any:
+    try:
+        check_payload(payload, what=f"the {name} payload")
+    except PayloadTooLarge as e:
+        raise BadUsage(str(e)) from e
     handle = (await s.client()).get_workflow_handle(workflow_id)
     try:
         return await asyncio.wait_for(

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -35,9 +36,10 @@ from temporalio.service import RPCError
 from cli.output import styled
 from cli.session import EXIT_FAILED, EXIT_OK, BadUsage, Session
 from models.io import Progress, TaskInput, TaskResult
+from models.payload import PayloadTooLarge, check_payload
 from models.plan import InvalidPlan
 from models.task import Priority, Status
-from runtime.documents import load_plan
+from runtime.documents import describe, load_plan
 from runtime.settings import Settings
 from workflows.failures import failure_message
 
@@ -141,8 +143,16 @@ async def cmd_run(args: argparse.Namespace, s: Session) -> int:
             raise BadUsage("invalid plan: " + "\n  ".join(e.errors)) from e
     elif not settings.llm_configured:
         raise BadUsage(NO_LLM)
-    task = TaskInput(prompt=args.prompt or "", plan=plan, title=args.title,
-                     priority=Priority(args.priority))
+    try:
+        task = TaskInput(prompt=args.prompt or "", plan=plan, title=args.title,
+                         priority=Priority(args.priority), project_id=args.project,
+                         related_files=args.related_files, related_agents=args.related_agents,
+                         parent_task=args.parent)
+        check_payload(task, what="the task (its prompt and plan)")
+    except ValidationError as e:
+        raise BadUsage(describe(e)) from e
+    except PayloadTooLarge as e:
+        raise BadUsage(f"task too large: {e}") from e
     client = await s.client()
     task_id = args.task_id or new_task_id()
     try:

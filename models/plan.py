@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.instants import UtcDatetime
 from models.task import Priority, StepType
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+# Names other shapes of a plan use for our fields (the seeds' splitter answers a bare list
+# of {"id", "type", "desc", "deps"}). Read wherever a plan is read: files, model replies,
+# replans; BeesTown writes only the canonical (first) name.
+DESCRIPTION_NAMES = ("description", "desc", "details", "instructions")
+DEPS_NAMES = ("deps", "dependencies", "depends_on", "dependsOn", "requires")
+STEPS_NAMES = ("steps", "subtasks", "tasks")
 
 
 class PlanStep(BaseModel):
@@ -24,10 +31,8 @@ class PlanStep(BaseModel):
     id: str = Field(pattern=STEP_ID_PATTERN)
     type: StepType
     title: str = ""
-    description: str = ""
-    deps: list[str] = Field(
-        default_factory=list, validation_alias=AliasChoices("deps", "dependencies", "depends_on")
-    )
+    description: str = Field("", validation_alias=AliasChoices(*DESCRIPTION_NAMES))
+    deps: list[str] = Field(default_factory=list, validation_alias=AliasChoices(*DEPS_NAMES))
     code: str | list[str] | None = Field(
         None, description="Python for the sandbox; a list runs as notebook cells in one session"
     )
@@ -44,6 +49,10 @@ class PlanStep(BaseModel):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_in_any_case(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @property
     def cells(self) -> list[str]:
@@ -54,10 +63,27 @@ class PlanStep(BaseModel):
 
 
 class Plan(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """A titled list of steps; also read from a bare list of steps or a `{"plan": ...}`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     title: str = ""
-    steps: list[PlanStep] = Field(min_length=1)
+    steps: list[PlanStep] = Field(min_length=1, validation_alias=AliasChoices(*STEPS_NAMES))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _other_shapes(cls, data: Any) -> Any:
+        return unwrap_plan(data)
+
+
+def unwrap_plan(data: Any) -> Any:
+    """Return decoded plan data in the shape `Plan` takes (from a bare list of steps, or
+    from under a `plan` key)."""
+    if isinstance(data, list):
+        return {"steps": data}
+    if isinstance(data, dict) and "plan" in data and not any(k in data for k in STEPS_NAMES):
+        return unwrap_plan(data["plan"])
+    return data
 
 
 class InvalidPlan(ValueError):
@@ -68,39 +94,85 @@ class InvalidPlan(ValueError):
         super().__init__("invalid plan: " + "; ".join(errors))
 
 
-def graph_errors(plan: Plan, *, max_steps: int) -> list[str]:
-    """Return every structural problem of `plan`: ids, dependencies, cycles, size, fields."""
+@dataclass(frozen=True)
+class Node:
+    """What the graph checks need of a step: taken from a Plan, or from raw data that did
+    not validate (so a bad field never hides a cycle)."""
+
+    id: str
+    deps: tuple[str, ...]
+    type: str | None
+    tool: str | None
+
+
+def nodes_of(plan: Plan) -> list[Node]:
+    return [Node(s.id, tuple(s.deps), s.type.value, s.tool) for s in plan.steps]
+
+
+def raw_nodes(data: Any) -> list[Node] | None:
+    """Return the graph of decoded plan data as far as it can be read, or None."""
+    data = unwrap_plan(data)
+    if not isinstance(data, dict):
+        return None
+    steps = next((data[k] for k in STEPS_NAMES if k in data), None)
+    if not isinstance(steps, list):
+        return None
+    nodes = []
+    for step in steps:
+        if not isinstance(step, dict) or not isinstance(step.get("id"), str):
+            continue
+        deps: Any = next((step[k] for k in DEPS_NAMES if k in step), [])
+        kind, tool = step.get("type"), step.get("tool")
+        nodes.append(Node(
+            step["id"], tuple(d for d in deps if isinstance(d, str)) if isinstance(deps, list)
+            else (), kind.strip().lower() if isinstance(kind, str) else None,
+            tool if isinstance(tool, str) else None))
+    return nodes
+
+
+def graph_errors(plan: Plan | Iterable[Node], *, max_steps: int,
+                 tools: Collection[str] | None = None) -> list[str]:
+    """Return every structural problem of a plan: ids, dependencies, cycles, size, tools.
+
+    `tools`: the tools a worker knows (None: not checked).
+    """
+    nodes = nodes_of(plan) if isinstance(plan, Plan) else list(plan)
     errors: list[str] = []
-    if len(plan.steps) > max_steps:
-        errors.append(f"plan has {len(plan.steps)} steps, more than the cap of {max_steps}")
-    ids = [s.id for s in plan.steps]
+    if len(nodes) > max_steps:
+        errors.append(f"plan has {len(nodes)} steps, more than the cap of {max_steps}")
     seen: set[str] = set()
-    for i in ids:
-        if i in seen:
-            errors.append(f"step id {i!r} is used more than once")
-        seen.add(i)
-    for s in plan.steps:
-        for d in s.deps:
-            if d == s.id:
-                errors.append(f"step {s.id!r} depends on itself")
+    for n in nodes:
+        if n.id in seen:
+            errors.append(f"step id {n.id!r} is used more than once")
+        seen.add(n.id)
+    for n in nodes:
+        for d in n.deps:
+            if d == n.id:
+                errors.append(f"step {n.id!r} depends on itself")
             elif d not in seen:
-                errors.append(f"step {s.id!r} depends on unknown step {d!r}")
-        if len(set(s.deps)) != len(s.deps):
-            errors.append(f"step {s.id!r} lists a dependency twice")
-        if s.type is StepType.TOOL and not s.tool:
-            errors.append(f"tool step {s.id!r} names no tool")
-    cycle = find_cycle(plan)
+                errors.append(f"step {n.id!r} depends on unknown step {d!r}")
+        if len(set(n.deps)) != len(n.deps):
+            errors.append(f"step {n.id!r} lists a dependency twice")
+        if n.type == StepType.TOOL.value and not n.tool:
+            errors.append(f"tool step {n.id!r} names no tool")
+        elif n.type == StepType.TOOL.value and tools is not None and n.tool not in tools:
+            errors.append(f"step {n.id!r} names unknown tool {n.tool!r} "
+                          f"(known: {', '.join(sorted(tools)) or 'none'})")
+    cycle = find_cycle(nodes)
     if cycle:
         errors.append("dependency cycle: " + " -> ".join(cycle))
     return errors
 
 
-def find_cycle(plan: Plan) -> list[str] | None:
+def find_cycle(plan: Plan | Iterable[Node]) -> list[str] | None:
     """Return one dependency cycle as a closed path of step ids, or None.
 
     Iterative depth-first search: a 1,000-step chain must not hit the recursion limit.
     """
-    deps = {s.id: [d for d in s.deps if d != s.id] for s in plan.steps}
+    nodes = nodes_of(plan) if isinstance(plan, Plan) else plan
+    deps: dict[str, list[str]] = {}
+    for n in nodes:  # a duplicated id keeps its first step's edges
+        deps.setdefault(n.id, [d for d in n.deps if d != n.id])
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     for root in deps:
         if root in state:
@@ -125,52 +197,15 @@ def find_cycle(plan: Plan) -> list[str] | None:
     return None
 
 
-def validated(plan: Plan, *, max_steps: int) -> Plan:
-    """Return `plan` if it can run, else raise InvalidPlan naming every problem."""
-    errors = graph_errors(plan, max_steps=max_steps)
-    if errors:
-        raise InvalidPlan(errors)
-    return plan
+def _names(model: type[BaseModel]) -> set[str]:
+    return {name for n, f in model.model_fields.items()
+            for name in [n, *(f.validation_alias.choices if isinstance(f.validation_alias,
+                                                                       AliasChoices) else [])]
+            if isinstance(name, str)}
 
 
-_FENCE = re.compile(r"```(?:json|yaml|JSON)?\s*\n(.*?)```", re.DOTALL)
-
-
-def extract_json(text: str) -> Any:
-    """Return the JSON value in a model's reply, tolerating prose around it and fences."""
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
-    for cand in candidates:
-        stripped = cand.strip()
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError:
-            pass
-        for start, ch in enumerate(stripped):
-            if ch in "{[":
-                try:
-                    value, _ = decoder.raw_decode(stripped, start)
-                except json.JSONDecodeError:
-                    continue
-                return value
-    raise InvalidPlan(["the reply contains no JSON object"])
-
-
-def unwrap_plan(data: Any) -> Any:
-    """Return decoded plan data in the shape `Plan` takes (from a bare list of steps, or
-    from under a `plan` key)."""
-    if isinstance(data, list):
-        return {"steps": data}
-    if isinstance(data, dict) and "plan" in data and "steps" not in data:
-        return data["plan"]
-    return data
-
-
-_STEP_FIELDS = {
-    name for n, f in PlanStep.model_fields.items()
-    for name in [n, *(f.validation_alias.choices if isinstance(f.validation_alias,
-                                                               AliasChoices) else [])]
-}
+_STEP_FIELDS = _names(PlanStep)
+_PLAN_FIELDS = _names(Plan)
 
 
 def unknown_fields(data: Any) -> list[str]:
@@ -178,8 +213,8 @@ def unknown_fields(data: Any) -> list[str]:
     if not isinstance(data, dict):
         return []
     errors = [f"unknown field {k!r} in the plan" for k in data
-              if k not in Plan.model_fields]
-    steps = data.get("steps")
+              if k not in _PLAN_FIELDS]
+    steps = next((data[k] for k in STEPS_NAMES if k in data), None)
     for i, step in enumerate(steps if isinstance(steps, list) else []):
         if isinstance(step, dict):
             errors += [f"steps.{i}: unknown field {k!r}" for k in step

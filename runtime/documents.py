@@ -12,7 +12,7 @@ and keeps it as ``errors``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -21,8 +21,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from models.org import InvalidOrg, OrgChart
-from models.plan import InvalidPlan, Plan, extract_json, unknown_fields, unwrap_plan, validated
+from models.plan import InvalidPlan, Plan, graph_errors, raw_nodes, unknown_fields, unwrap_plan
 from models.tools import InvalidToolsConfig, ToolsConfig
+from runtime.llm.json_reply import UnreadableJSON, read_json
 
 M = TypeVar("M")
 E = TypeVar("E", bound=Exception)
@@ -99,22 +100,44 @@ def load_document(
 
 
 # -- plans ----------------------------------------------------------------------------
-def parse_plan(data: Any, *, max_steps: int) -> Plan:
-    """Return a valid Plan from decoded JSON/YAML, or raise InvalidPlan naming every problem."""
+def parse_plan(data: Any, *, max_steps: int, tools: Collection[str] | None = None) -> Plan:
+    """Return a valid Plan from decoded JSON/YAML, or raise InvalidPlan naming every problem.
+
+    Every problem at once: unknown fields, fields that do not validate, and the graph's
+    (duplicates, unknown or self dependencies, cycles, the cap, unknown `tools` when given)
+    read from the raw data when the fields do not validate.
+    """
     data = unwrap_plan(data)
-    unknown = unknown_fields(data)
-    if unknown:
-        raise InvalidPlan(unknown)
+    errors = unknown_fields(data)
+    plan: Plan | None = None
     try:
         plan = Plan.model_validate(data)
     except ValidationError as e:
-        raise InvalidPlan(problems(e, data)) from e
-    return validated(plan, max_steps=max_steps)
+        errors += problems(e, data)
+    nodes = raw_nodes(data) if plan is None else None
+    if plan is not None or nodes is not None:
+        errors += graph_errors(plan if plan is not None else nodes or [],
+                               max_steps=max_steps, tools=tools)
+    if errors or plan is None:
+        raise InvalidPlan(errors or ["the plan cannot be read"])
+    return plan
 
 
-def parse_plan_text(text: str, *, max_steps: int) -> Plan:
-    """Return a valid Plan from a model's reply (JSON, maybe fenced or wrapped in prose)."""
-    return parse_plan(extract_json(text), max_steps=max_steps)
+def parse_plan_text(text: str, *, max_steps: int, tools: Collection[str] | None = None) -> Plan:
+    """Return a valid Plan from a model's reply (JSON, maybe fenced, wrapped in prose, or
+    needing repair), or raise InvalidPlan; a repaired reply's problems name where the JSON
+    was broken first."""
+    try:
+        reading = read_json(text)
+    except UnreadableJSON as e:
+        raise InvalidPlan(e.errors) from e
+    try:
+        return parse_plan(reading.value, max_steps=max_steps, tools=tools)
+    except InvalidPlan as e:
+        if reading.problem is None:
+            raise
+        raise InvalidPlan([f"the reply is not valid JSON ({reading.problem}); read "
+                           "leniently it gives this plan", *e.errors]) from e
 
 
 def load_plan(path: Path | str, *, max_steps: int) -> Plan:

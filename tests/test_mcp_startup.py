@@ -135,7 +135,9 @@ async def test_plan_validation_knows_configured_servers_while_they_are_down() ->
         assert errors == []
         _, errors = split._plan_errors(
             '{"steps": [{"id": "a", "type": "tool", "tool": "nosuch.hello"}]}', 10)
-        assert errors == ["step 'a' names unknown tool 'nosuch.hello'"]
+        assert len(errors) == 1
+        assert errors[0].startswith("step 'a' names unknown tool 'nosuch.hello' (known: ")
+        assert "stuck.<tool> (MCP server 'stuck' is not up yet" in errors[0]
         # Once up, a server is held to the tools it lists.
         assert await hub.call("own.hello", {}) == {"result": "hello world"}
         assert box.knows("own.hello")

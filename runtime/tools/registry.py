@@ -7,7 +7,7 @@ import asyncio
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
@@ -91,6 +91,10 @@ class ToolRegistry:
         """Return the tool names to offer a planner, one line each."""
         return self.names()
 
+    def known(self) -> KnownTools:
+        """Return the tools a plan may name now, as a plan check asks (`name in known`)."""
+        return KnownTools(self)
+
     def specs(self) -> list[ToolSpec]:
         """Return every tool's name, description and JSON schema, by name."""
         return [self._tools[n].spec for n in sorted(self._tools)]
@@ -149,3 +153,22 @@ def builtin_tools() -> ToolRegistry:
         return separator.join(p if isinstance(p, str) else json.dumps(p) for p in parts)
 
     return registry
+
+
+class KnownTools(Collection[str]):
+    """The tools a plan may name, as `models.plan.graph_errors` asks: membership is the
+    registry's `knows` (a configured MCP server's tools count while it is still starting),
+    iteration lists its `menu`. Asked afresh each time: servers come up while a worker runs.
+    """
+
+    def __init__(self, registry: ToolRegistry) -> None:
+        self._registry = registry
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._registry.knows(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry.menu())
+
+    def __len__(self) -> int:
+        return len(self._registry.menu())
