@@ -26,13 +26,14 @@ from models.review import (
     ResolveEscalation,
     ReviewInput,
     ReviewRequest,
+    people_for,
 )
 from models.scheduling import AssignmentState
 from models.task import Status
 from runtime.llm.json_reply import extract_json
 from runtime.llm.metered import Charge, MeteredLLM
 from runtime.llm.prompts import DECISION_SCHEMA, ESCALATION_SYSTEM, REVIEW_SYSTEM, VERDICT_SCHEMA
-from runtime.org_store import OrgStore, people_for
+from runtime.org_store import OrgStore
 from runtime.store import Store
 
 T = TypeVar("T")

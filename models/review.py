@@ -8,7 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.io import Budgets
-from models.org import ReviewPolicy
+from models.org import OrgChart, ReviewPolicy
 from models.plan import Plan
 
 
@@ -109,6 +109,20 @@ class People(BaseModel):
     escalation_chain: list[str] = Field(default_factory=list)
     policies: dict[str, ReviewPolicy] = Field(
         default_factory=dict, description="how each manager in the chain decides"
+    )
+
+
+def people_for(chart: OrgChart, agent_id: str, *, reviewer: str | None = None) -> People:
+    """Return who reviews `agent_id`'s work and whom its trouble climbs to, nearest first."""
+    managers = [a.id for a in reversed(chart.reporting_chain(agent_id))][1:]
+    chosen = reviewer if reviewer and reviewer in chart else (managers[0] if managers else None)
+    policy = chart.agent(chosen).review_policy if chosen else ReviewPolicy.AUTO
+    return People(
+        assignee=agent_id,
+        reviewer=chosen,
+        review_policy=policy,
+        escalation_chain=managers,
+        policies={m: chart.agent(m).review_policy for m in managers},
     )
 
 

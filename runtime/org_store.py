@@ -23,8 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel, Field
 
-from models.org import Agent, Candidate, Department, OrgChart, ReviewPolicy
-from models.review import People
+from models.org import Agent, Candidate, Department, OrgChart
 from models.scheduling import (
     Assignment,
     AssignmentState,
@@ -385,17 +384,3 @@ async def _loads(conn: PoolConnectionProxy, agent_ids: list[str]) -> dict[str, i
         agent_ids,
     )
     return {r["agent_id"]: r["n"] for r in rows}
-
-
-def people_for(chart: OrgChart, agent_id: str, *, reviewer: str | None = None) -> People:
-    """Return who reviews `agent_id`'s work and whom its trouble climbs to, nearest first."""
-    managers = [a.id for a in reversed(chart.reporting_chain(agent_id))][1:]
-    chosen = reviewer if reviewer and reviewer in chart else (managers[0] if managers else None)
-    policy = chart.agent(chosen).review_policy if chosen else ReviewPolicy.AUTO
-    return People(
-        assignee=agent_id,
-        reviewer=chosen,
-        review_policy=policy,
-        escalation_chain=managers,
-        policies={m: chart.agent(m).review_policy for m in managers},
-    )

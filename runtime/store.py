@@ -332,44 +332,6 @@ class Store(Records):
         if row is None:
             await self._refuse("subtasks", sub_id, status or Status.PENDING)
 
-    async def open_escalation(
-        self, esc_id: str, *, task_id: str, subtask: str, reason: str, error: str,
-        holder: str, level: int, chain: list[str],
-    ) -> None:
-        """Record an open escalation, or move it up to a new holder (idempotent)."""
-        await self.pool.execute(
-            """
-            INSERT INTO escalations (id, task_id, subtask_id, reason, error, holder, level, chain)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, level = EXCLUDED.level
-            WHERE escalations.status = 'open'
-            """,
-            esc_id, task_id, subtask, reason, error, holder, level, chain,
-        )
-
-    async def resolve_escalation(
-        self, esc_id: str, decision: dict[str, Any] | None, *, status: str = "resolved"
-    ) -> None:
-        """Close an open escalation: resolved with a decision, or cancelled."""
-        await self.pool.execute(
-            """
-            UPDATE escalations SET status = $3, decision = coalesce($2, decision),
-                resolved_at = coalesce(resolved_at, now())
-            WHERE id = $1 AND status = 'open'
-            """,
-            esc_id, decision, status,
-        )
-
-    async def escalations(self, *, only_open: bool = True) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            """
-            SELECT * FROM escalations WHERE (NOT $1 OR status = 'open')
-            ORDER BY opened_at, id
-            """,
-            only_open,
-        )
-        return [dict(r) for r in rows]
-
     async def list_tasks(self, *, limit: int = 50) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             """

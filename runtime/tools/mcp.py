@@ -26,7 +26,6 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 import mcp.types as mt
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
@@ -46,6 +45,7 @@ from runtime.tools.mcp_session import (
     is_broken,
     list_all,
 )
+from runtime.tools.mcp_tools import McpTool, index_tools, value_of
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,11 @@ class ServerStats:
 
 
 @dataclass
-class _Tool:
-    spec: ToolSpec
-    validator: jsonschema.protocols.Validator | None
-
-
-@dataclass
 class _Server:
     cfg: McpServerConfig
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     conn: Connection | None = None
-    tools: dict[str, _Tool] | None = None
+    tools: dict[str, McpTool] | None = None
     # The open in flight, shared by every caller that needs the session meanwhile.
     opening: asyncio.Task[Connection] | None = None
     warming: asyncio.Task[None] | None = None  # a background start (open and list)
@@ -256,7 +250,7 @@ class McpHub:
                     f"tool {name!r}: MCP server {server!r} is unreachable: {second}",
                     server=server,
                 ) from second.__cause__
-        return _value_of(name, result)
+        return value_of(name, result)
 
     async def _call_once(
         self, srv: _Server, tool_name: str, args: dict[str, Any]
@@ -336,7 +330,7 @@ class McpHub:
             srv.conn = conn
         return conn
 
-    async def _tools(self, srv: _Server, *, refresh: bool = False) -> dict[str, _Tool]:
+    async def _tools(self, srv: _Server, *, refresh: bool = False) -> dict[str, McpTool]:
         if srv.tools is not None and not refresh:
             return srv.tools
         for attempt in (1, 2):
@@ -353,35 +347,9 @@ class McpHub:
                 why = describe_failure(e, timeout_s=srv.cfg.start_timeout)
                 srv.problem = f"cannot list the tools of MCP server {srv.cfg.name!r}: {why}"
                 raise ToolUnavailable(srv.problem, server=srv.cfg.name) from e
-        srv.tools = self._index(srv.cfg, listed)
+        srv.tools = index_tools(srv.cfg, listed)
         srv.problem = None
         return srv.tools
-
-    def _index(self, cfg: McpServerConfig, listed: list[mt.Tool]) -> dict[str, _Tool]:
-        allow = set(cfg.allow) if cfg.allow is not None else None
-        offered = {t.name for t in listed}
-        if allow is not None and allow - offered:
-            log.warning("MCP server %s offers no tool named %s", cfg.name,
-                        ", ".join(sorted(allow - offered)))
-        out: dict[str, _Tool] = {}
-        for t in listed:
-            if allow is not None and t.name not in allow:
-                continue
-            schema = dict(t.input_schema or {"type": "object"})
-            try:
-                validator_cls = jsonschema.validators.validator_for(schema)
-                validator_cls.check_schema(schema)
-                validator: jsonschema.protocols.Validator | None = validator_cls(schema)
-            except jsonschema.SchemaError as e:
-                log.warning("MCP server %s: tool %s has an invalid input schema (%s); "
-                            "its arguments go unchecked", cfg.name, t.name, e.message)
-                validator = None
-            out[t.name] = _Tool(
-                ToolSpec(name=f"{cfg.name}.{t.name}",
-                         description=t.description or t.title or "", parameters=schema),
-                validator,
-            )
-        return out
 
     async def _drop(self, srv: _Server, *, only: Connection | None = None) -> None:
         """Close the server's session; with `only`, just if it is still that one.
@@ -413,19 +381,3 @@ class _Broken(Exception):
     def __init__(self, message: str, conn: Connection | None) -> None:
         super().__init__(message)
         self.conn = conn
-
-
-
-def _value_of(name: str, result: mt.CallToolResult) -> Any:
-    texts = [c.text for c in result.content if isinstance(c, mt.TextContent)]
-    if result.is_error:
-        message = " ".join(t for t in texts if t.strip())
-        if message:
-            raise ToolFailed(f"tool {name!r} failed: {message}", retryable=False)
-        raise ToolFailed(failed(name, "an MCP error result", ""), retryable=False)
-    if result.structured_content is not None:
-        return result.structured_content
-    if len(result.content) == 1 and len(texts) == 1:
-        return texts[0]
-    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in result.content]
-
