@@ -697,6 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = org_sub.add_parser("show", help="the stored org chart, with each agent's load")
     c.set_defaults(func=cmd_org_show)
     c.add_argument("--json", action="store_true")
+
+    from board.commands import register as register_board  # web, user, graph, watch
+
+    register_board(sub)
     return p
 
 
