@@ -53,18 +53,24 @@ BOARD_MIGRATIONS: list[str] = [
     -- (delivered on commit); one listener per board process fans it out to open pages.
     CREATE FUNCTION board_notify() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
+        row jsonb := to_jsonb(NEW);
         task text;
         sub text;
     BEGIN
         IF TG_TABLE_NAME = 'tasks' THEN
-            task := NEW.id; sub := NULL;
+            task := row->>'id';
+        ELSIF TG_TABLE_NAME = 'subtasks' THEN
+            task := row->>'task_id'; sub := row->>'id';
         ELSE
-            task := NEW.task_id;
-            sub := CASE WHEN TG_TABLE_NAME = 'subtasks' THEN NEW.id ELSE NEW.subtask_id END;
+            task := row->>'task_id'; sub := row->>'subtask_id';
         END IF;
         PERFORM pg_notify('{CHANNEL}', json_build_object(
             'table', TG_TABLE_NAME, 'task', task, 'subtask', sub,
-            'status', NEW.status)::text);
+            'status', row->>'status')::text);
+        RETURN NULL;
+    EXCEPTION WHEN OTHERS THEN
+        -- The board must never fail the worker's write (a full NOTIFY queue, say).
+        RAISE WARNING 'board_notify: %', SQLERRM;
         RETURN NULL;
     END $$;
     CREATE TRIGGER tasks_board_notify AFTER INSERT OR UPDATE ON tasks
