@@ -272,7 +272,12 @@ async def task_page(request: Request, person: Person) -> Response:
     task_id = request.query_params.get("id", "")
     view = await queries.task_view(board.pool, task_id)
     if view is None:
-        raise HTTPException(404, f"no task {task_id!r}")
+        # Just started: the worker has not stored it yet. The page waits for it, live.
+        run_id = await board.run_id(task_id) if task_id else None
+        if run_id is None:
+            raise HTTPException(404, f"no task {task_id!r}")
+        return page(request, "task_pending.html", task_id=task_id, run_id=run_id,
+                    topic=f"task:{task_id}")
     steps = steps_from_rows(view.steps, view.nested)
     try:
         picture = await draw(steps, board.layouts)
@@ -375,8 +380,8 @@ async def review_post(request: Request, person: Person) -> Response:
     except actions.Refused as e:
         flash(request, "error", f"{sub_id}: refused by the workflow: {e}")
     else:
-        flash(request, "ok", f"{ack.subtask_id}: round {ack.round + 1} {ack.decision.value}d "
-                             f"as {agent}")
+        done = {"approve": "approved", "reject": "rejected"}[ack.decision.value]
+        flash(request, "ok", f"{ack.subtask_id}: round {ack.round + 1} {done} as {agent}")
     return back(request, "/reviews")
 
 

@@ -80,6 +80,8 @@ def make_env() -> Environment:
     env.filters.update(when=when, ago=ago, duration=duration, money=money, tokens=tokens,
                        pretty=pretty, folded=folded, q=lambda v: quote(str(v), safe=""))
     env.globals.update(step_href=step_href, task_href=task_href, colours=STATUS_COLOURS)
+    # Macros as a global, so a page's live block renders on its own (live refresh).
+    env.globals["m"] = env.get_template("_macros.html").module
     return env
 
 
