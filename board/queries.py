@@ -266,9 +266,11 @@ async def costs(pool: asyncpg.Pool, *, days: int = 30) -> Costs:
         """)
     by_agent = await pool.fetch(
         """
-        SELECT coalesce(agent_id, '(none)') AS agent, sum(prompt_tokens) AS prompt,
-               sum(completion_tokens) AS completion, sum(cost_usd) AS cost
-        FROM usage GROUP BY 1 ORDER BY cost DESC, 1
+        SELECT coalesce(u.agent_id, s.assignee, '(none)') AS agent,
+               sum(u.prompt_tokens) AS prompt, sum(u.completion_tokens) AS completion,
+               sum(u.cost_usd) AS cost
+        FROM usage u LEFT JOIN subtasks s ON s.id = u.subtask_id
+        GROUP BY 1 ORDER BY cost DESC, 1
         """)
     by_model = await pool.fetch(
         """

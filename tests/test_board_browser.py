@@ -5,6 +5,7 @@ under the test's tmp directory (printed at the end)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -104,7 +105,8 @@ async def test_a_person_starts_watches_reviews_and_decides_in_a_browser(
     llm.script_for("make it longer", "A longer note.")
     llm.script_for("draft a note", "A note.")
     url = board.url
-    shots = Shots(tmp_path / "screenshots")
+    # BOARD_SCREENSHOTS keeps them somewhere pytest's tmp rotation does not reach.
+    shots = Shots(Path(os.environ.get("BOARD_SCREENSHOTS") or tmp_path / "screenshots"))
     rita = await sign_in(browser, url, "rita", shots)
     await shots.take(rita, "tasks")
 
@@ -206,7 +208,13 @@ async def test_a_person_starts_watches_reviews_and_decides_in_a_browser(
     await esc.locator("button[type=submit]").click()
     await expect(carl.locator(".flash.ok")).to_contain_text("skip as ceo")
     await carl.goto(f"{url}/task?id={broken_task}")
-    await expect(carl.locator("h1 .status")).to_have_text("FAILED", timeout=20_000)
+    try:
+        await expect(carl.locator("h1 .status")).to_have_text("FAILED", timeout=20_000)
+    except AssertionError:
+        rows = await deps.pool.fetch("SELECT id, status, updated_at FROM tasks WHERE id = $1"
+                                     " UNION ALL SELECT id, status, updated_at FROM subtasks"
+                                     " WHERE task_id = $1", broken_task)
+        raise AssertionError(f"{[tuple(r) for r in rows]} {await carl.content()}") from None
     await expect(carl.locator('#steps tr[data-step="broken"]')).to_contain_text("FAILED")
     await carl.goto(f"{url}/step?id={broken}")
     await expect(carl.locator("#step-error")).to_contain_text("skipped by ceo")

@@ -5,12 +5,14 @@
   const live = document.getElementById("live");
   const dot = document.getElementById("live-dot");
   if (!topic || !live || !window.EventSource) return;
-  let timer = null, busy = false, again = false;
+  let timer = null, busy = false, again = false, dirty = false;
+  // A person filling in a form in the live block keeps it: refreshes wait until they leave.
+  live.addEventListener("input", () => { dirty = true; });
+  live.addEventListener("change", () => { dirty = true; });
   function editing() {
     const a = document.activeElement;
     if (a && live.contains(a) && /^(TEXTAREA|INPUT|SELECT)$/.test(a.tagName)) return true;
-    return [...live.querySelectorAll("textarea, input[type=text], input:not([type])")]
-      .some((el) => el.value);
+    return dirty;
   }
   async function refresh() {
     if (editing()) { timer = setTimeout(refresh, 500); return; }
@@ -33,7 +35,13 @@
   }
   function schedule() { clearTimeout(timer); timer = setTimeout(refresh, 80); }
   const es = new EventSource("/events?topic=" + encodeURIComponent(topic));
-  es.onopen = () => { dot && dot.classList.add("on"); document.body.dataset.live = "1"; };
+  // Changes between the page's render and this stream's start are caught up on open
+  // (and after a reconnect) with one refresh.
+  es.onopen = () => {
+    dot && dot.classList.add("on");
+    document.body.dataset.live = "1";
+    schedule();
+  };
   es.onerror = () => { dot && dot.classList.remove("on"); };
   es.onmessage = schedule;
 })();
