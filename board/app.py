@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -544,6 +545,28 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class ServerTiming:
+    """`Server-Timing: app;dur=MS` on every response: time spent before its headers left."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - start) * 1000
+                message["headers"] = [*message.get("headers", []),
+                                      (b"server-timing", f"app;dur={ms:.2f}".encode())]
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
 def build_app(board: Board) -> Starlette:
     """Return the board's ASGI app over an opened `Board`."""
     routes = [
@@ -568,6 +591,7 @@ def build_app(board: Board) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(ServerTiming),
             Middleware(SecurityHeaders),
             Middleware(SessionMiddleware, secret_key=board.secret,
                        session_cookie=SESSION_COOKIE, max_age=board.board.session_max_age_s,

@@ -190,10 +190,15 @@ class Layouts:
     def __init__(self, size: int = 256, *, dot: str | None = None) -> None:
         self.size = size
         self.dot = dot or shutil.which("dot")
-        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache: OrderedDict[str, list[str]] = OrderedDict()
         self.runs = 0
 
     async def svg(self, source: str) -> str:
+        """Return the SVG `dot` draws for `source` (once per distinct source)."""
+        return "".join(await self.parts(source))
+
+    async def parts(self, source: str) -> list[str]:
+        """Return the layout of `source` cut at its nodes and edges (see `paint`)."""
         key = hashlib.sha256(source.encode()).hexdigest()
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -209,44 +214,46 @@ class Layouts:
         self.runs += 1
         text = out.decode()
         text = text[text.index("<svg"):]  # drop the XML prolog, doctype and comments
-        self._cache[key] = text
+        parts = _split(re.sub(r"<!-- .*? -->\n", "", text))
+        self._cache[key] = parts
         while len(self._cache) > self.size:
             self._cache.popitem(last=False)
-        return text
+        return parts
 
 
-_NODE = re.compile(r'<g id="n(\d+)" class="node">')
-_EDGE = re.compile(r'<g id="e(\d+)" class="edge">')
+_MARK = re.compile(r'<g id="([ne])(\d+)" class="(?:node|edge)">')
 
 
-def paint(svg: str, steps: Sequence[Step], critical: Sequence[str]) -> str:
+def _split(svg: str) -> list[str]:
+    """Cut a layout at its node and edge groups: text, kind, index, text, kind, ... ."""
+    return _MARK.split(svg)
+
+
+def paint(svg: str | list[str], steps: Sequence[Step], critical: Sequence[str]) -> str:
     """Return `svg` with each node classed by status and the critical path marked."""
+    parts = _split(svg) if isinstance(svg, str) else svg
     on_path = set(critical)
     crit_edges = set(pairwise(critical))
     index = {s.step_id: i for i, s in enumerate(steps)}
-    edge_ids: dict[int, tuple[str, str]] = {}
-    e = 0
-    for s in steps:
-        for d in s.deps:
-            if d in index:
-                edge_ids[e] = (d, s.step_id)
-                e += 1
-
-    def node(m: re.Match[str]) -> str:
-        s = steps[int(m.group(1))]
-        classes = f"node st-{s.status}" + (" crit" if s.step_id in on_path else "")
-        return (f'<g id="n{m.group(1)}" class="{classes}" data-step="{escape(s.step_id)}" '
-                f'data-status="{escape(s.status)}">')
-
-    def edge(m: re.Match[str]) -> str:
-        ends = edge_ids.get(int(m.group(1)), ("", ""))
-        crit = " crit" if ends in crit_edges else ""
-        return (f'<g id="e{m.group(1)}" class="edge{crit}" data-from="{escape(ends[0])}" '
-                f'data-to="{escape(ends[1])}">')
-
-    svg = _EDGE.sub(edge, _NODE.sub(node, svg))
-    head_end = svg.index(">") + 1
-    return svg[:head_end] + f"\n<style>{_STYLE}</style>" + svg[head_end:]
+    edges: list[tuple[str, str]] = [(d, s.step_id) for s in steps for d in s.deps
+                                    if d in index]
+    out = [parts[0]]
+    for k in range(1, len(parts), 3):
+        kind, i = parts[k], int(parts[k + 1])
+        if kind == "n":
+            s = steps[i]
+            crit = " crit" if s.step_id in on_path else ""
+            out.append(f'<g id="n{i}" class="node st-{escape(s.status)}{crit}" '
+                       f'data-step="{escape(s.step_id)}" data-status="{escape(s.status)}">')
+        else:
+            a, b = edges[i] if i < len(edges) else ("", "")
+            crit = " crit" if (a, b) in crit_edges else ""
+            out.append(f'<g id="e{i}" class="edge{crit}" data-from="{escape(a)}" '
+                       f'data-to="{escape(b)}">')
+        out.append(parts[k + 2])
+    head_end = out[0].index(">") + 1
+    out[0] = out[0][:head_end] + f"\n<style>{_STYLE}</style>" + out[0][head_end:]
+    return "".join(out)
 
 
 async def draw(steps: Sequence[Step], layouts: Layouts, *,
@@ -255,5 +262,5 @@ async def draw(steps: Sequence[Step], layouts: Layouts, *,
     if not steps:
         return Picture(svg="")
     critical = critical_path(steps)
-    svg = await layouts.svg(to_dot(steps, href=href))
-    return Picture(svg=paint(svg, steps, critical), critical=critical)
+    parts = await layouts.parts(to_dot(steps, href=href))
+    return Picture(svg=paint(parts, steps, critical), critical=critical)
