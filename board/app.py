@@ -42,7 +42,8 @@ from board import actions, queries
 from board.accounts import Accounts, Person, SignInLimiter
 from board.errors import BoardError, Forbidden, Invalid
 from board.graph import Layouts, dot_quote, draw, steps_from_rows
-from board.live import RESYNC, Hub
+from board.live import RESYNC, Change, Hub
+from board.metrics import BoardMetrics, RequestMetrics
 from board.render import STATIC, bar_chart, climbs_at, make_env
 from board.settings import BoardSettings
 from models.settings import Settings
@@ -68,6 +69,7 @@ class Board:
     env: Environment = field(default_factory=make_env)
     client: Client | None = None
     url: str = ""
+    metrics: BoardMetrics = field(default_factory=BoardMetrics)
     _client_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _run_ids: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
@@ -471,6 +473,21 @@ async def blob(request: Request, person: Person) -> Response:
                              f" filename*=UTF-8''{name}"})
 
 
+async def _changes(q: asyncio.Queue[Change | None], topic: str) -> AsyncIterator[str]:
+    """The SSE text of each change on `q` that concerns `topic`, with keepalives."""
+    yield "retry: 1000\n: connected\n\n"
+    while True:
+        try:
+            change = await asyncio.wait_for(q.get(), timeout=15)
+        except TimeoutError:
+            yield ": keepalive\n\n"
+            continue
+        if change is None:
+            return
+        if change is RESYNC or change.concerns(topic):
+            yield "data: " + json.dumps(change.__dict__) + "\n\n"
+
+
 async def events(request: Request, person: Person) -> Response:
     """Server-sent events: one per change that concerns the page's topic."""
     board: Board = request.app.state.board
@@ -478,17 +495,12 @@ async def events(request: Request, person: Person) -> Response:
 
     async def stream() -> AsyncIterator[str]:
         async with board.hub.subscribe() as q:
-            yield "retry: 1000\n: connected\n\n"
-            while True:
-                try:
-                    change = await asyncio.wait_for(q.get(), timeout=15)
-                except TimeoutError:
-                    yield ": keepalive\n\n"
-                    continue
-                if change is None:
-                    return
-                if change is RESYNC or change.concerns(topic):
-                    yield "data: " + json.dumps(change.__dict__) + "\n\n"
+            board.metrics.streams.inc()
+            try:
+                async for chunk in _changes(q, topic):
+                    yield chunk
+            finally:
+                board.metrics.streams.dec()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -591,6 +603,7 @@ def build_app(board: Board) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestMetrics, metrics=board.metrics),
             Middleware(ServerTiming),
             Middleware(SecurityHeaders),
             Middleware(SessionMiddleware, secret_key=board.secret,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,9 @@ RESYNC = Change(table="*", task="*")  # the listener reconnected: notices may ha
 class Hub:
     """Listens once on CHANNEL; every `subscribe()` gets its own queue of Changes."""
 
-    def __init__(self, dsn: str, *, queue_size: int = 256) -> None:
+    def __init__(self, dsn: str, *, queue_size: int = 256,
+                 on_notice: Callable[[], None] | None = None) -> None:
+        self.on_notice = on_notice
         self.dsn = dsn
         self.queue_size = queue_size
         self._subscribers: set[asyncio.Queue[Change | None]] = set()
@@ -116,6 +118,8 @@ class Hub:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed notice: %.200s", payload)
             return
+        if self.on_notice is not None:
+            self.on_notice()
         self._publish(change)
 
     def _publish(self, change: Change) -> None:

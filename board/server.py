@@ -15,6 +15,7 @@ from board.app import Board, build_app
 from board.db import migrate_board, session_secret
 from board.errors import BoardError
 from board.live import Hub
+from board.metrics import BoardMetrics
 from board.settings import BoardSettings, is_loopback
 from models.settings import Settings
 
@@ -45,10 +46,17 @@ async def open_board(settings: Settings, board: BoardSettings, *, host: str | No
         check_bind(host or board.host, accounts=accounts, board=board)
         secret = (board.secret_key.get_secret_value() if board.secret_key
                   else await session_secret(pool))
-        hub = Hub(dsn)
+        metrics = BoardMetrics()
+        hub = Hub(dsn, on_notice=metrics.notices.inc)
         await hub.start()
-        state = Board(settings=settings, board=board, pool=pool, hub=hub, secret=secret)
-        yield state
+        state = Board(settings=settings, board=board, pool=pool, hub=hub, secret=secret,
+                      metrics=metrics)
+        async with contextlib.AsyncExitStack() as stack:
+            if board.metrics_port:
+                port = await stack.enter_async_context(metrics.serving(
+                    pool, host=host or board.host, port=board.metrics_port))
+                log.info("board metrics on %s:%d/metrics", host or board.host, port)
+            yield state
     finally:
         if hub is not None:
             await hub.close()

@@ -490,3 +490,28 @@ async def test_graph_command_draws_the_same_picture_as_the_task_page(
     rc, stdout, err = await beestown("watch", handle.id, database_url=database_url)
     assert rc == 0, err
     assert "COMPLETED" in stdout
+
+
+# -- metrics --------------------------------------------------------------------------------
+async def test_metrics_port_serves_board_and_town_figures(board_worker: Settings,
+                                                         deps: Deps) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    await migrate_board(deps.pool)
+    await add_people(deps.pool)
+    await seed_task(deps.pool, f"metrics-{uuid.uuid4().hex[:6]}", output="x", title="m")
+    async with (running_board(board_worker, metrics_port=port) as r,
+                httpx.AsyncClient(base_url=r.url) as http):
+        await http.get("/login")
+        text = ""
+        for _ in range(50):
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            if 'beestown_steps{status="COMPLETED",type="write"}' in text:
+                break
+            await asyncio.sleep(0.1)
+        assert 'beestown_steps{status="COMPLETED",type="write"}' in text
+        assert 'beestown_board_requests_total{code="200",route="/login"}' in text
+        assert "beestown_board_event_streams 0.0" in text
