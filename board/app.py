@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import asyncpg
 from jinja2 import Environment
@@ -197,19 +198,26 @@ def flash(request: Request, kind: str, message: str) -> None:
     request.session["flash"] = {"kind": kind, "message": message}
 
 
+def local_path(target: str, fallback: str) -> str:
+    """Return `target` if it is a path on this site (never another origin), else fallback."""
+    if re.fullmatch(r"/(?![/\\])[^\s]*", target):
+        return target
+    return fallback
+
+
 def back(request: Request, fallback: str) -> RedirectResponse:
-    target = request.headers.get("referer") or fallback
-    if not target.startswith(str(request.base_url)) and not target.startswith("/"):
-        target = fallback
+    """Redirect to the page the form was posted from, when it is one of ours."""
+    ref = urlsplit(request.headers.get("referer", ""))
+    target = fallback
+    if ref.netloc == request.url.netloc and ref.path:
+        target = local_path(ref.path + (f"?{ref.query}" if ref.query else ""), fallback)
     return RedirectResponse(target, status_code=303)
 
 
 # -- sign in ----------------------------------------------------------------------------------
 async def login(request: Request) -> Response:
     board: Board = request.app.state.board
-    nxt = request.query_params.get("next", "/tasks")
-    if not nxt.startswith("/") or nxt.startswith("//"):
-        nxt = "/tasks"
+    nxt = local_path(request.query_params.get("next", "/tasks"), "/tasks")
     if request.method == "GET":
         return page(request, "login.html", next=nxt, error=None,
                     no_accounts=await board.accounts.count() == 0)

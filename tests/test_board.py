@@ -515,3 +515,40 @@ async def test_metrics_port_serves_board_and_town_figures(board_worker: Settings
         assert 'beestown_steps{status="COMPLETED",type="write"}' in text
         assert 'beestown_board_requests_total{code="200",route="/login"}' in text
         assert "beestown_board_event_streams 0.0" in text
+
+
+async def test_sign_in_never_sends_a_person_to_another_site(board: Running) -> None:
+    async with httpx.AsyncClient(base_url=board.url) as http:
+        for nxt, expected in (("//evil.example/x", "/tasks"), ("/\\evil.example", "/tasks"),
+                              ("https://evil.example", "/tasks"), ("/org", "/org")):
+            page = await http.get("/login", params={"next": nxt})
+            r = await http.post("/login", params={"next": nxt}, data={
+                "name": "rita", "password": PASSWORD, "csrf": csrf_of(page.text)})
+            assert r.headers["location"] == expected, nxt
+        r = await post_form(http, "/reviews", "/review",
+                            {"subtask": "x/y", "agent": "writer", "decision": "approve"})
+        r2 = await http.post("/review", data={"csrf": csrf_of((await http.get("/org")).text),
+                                              "subtask": "x/y", "agent": "writer",
+                                              "decision": "approve"},
+                             headers={"referer": "https://evil.example/phish"})
+        assert r.headers["location"] == "/reviews"
+        assert r2.headers["location"] == "/reviews"
+
+
+async def test_a_step_split_into_a_sub_plan_links_to_it_from_the_graph(
+        board: Running, deps: Deps) -> None:
+    task_id = f"nest-{uuid.uuid4().hex[:6]}"
+    sub = await seed_task(deps.pool, task_id, output="x", title="parent step")
+    await deps.pool.execute(
+        "INSERT INTO tasks (id, title, status, parent_subtask) VALUES ($1, 'sub', 'COMPLETED',"
+        " $2)", f"{sub}/sub1", sub)
+    await deps.pool.execute(
+        "INSERT INTO subtasks (id, task_id, step_id, type, status) VALUES ($1, $2, 'inner',"
+        " 'tool', 'COMPLETED')", f"{sub}/sub1/inner", f"{sub}/sub1")
+    async with sign_in(board.url, "rita") as http:
+        page = (await http.get("/task", params={"id": task_id})).text
+        nested = (await http.get("/task", params={"id": f"{sub}/sub1"})).text
+    assert f'xlink:href="/task?id={task_id}%2Fa%2Fsub1"' in page
+    assert "▸ sub&#45;plan" in page  # the node says so (dot escapes the dash)
+    assert 'data-step="inner"' in nested
+    assert "Nested in step" in nested
