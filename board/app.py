@@ -52,6 +52,7 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "beestown_board"
+TEMPORAL_RETRY_S = 15.0  # after a failed connect, pages skip Temporal this long
 PARTIAL_HEADER = "x-board-partial"
 
 
@@ -73,6 +74,7 @@ class Board:
     metrics: BoardMetrics = field(default_factory=BoardMetrics)
     _client_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _run_ids: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _down_since: float | None = None
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.pool)
@@ -84,13 +86,18 @@ class Board:
         async with self._client_lock:
             if self.client is None:
                 s = self.settings
+                # While Temporal is down, pages do not each wait for a connect to time out.
+                if self._down_since and time.monotonic() - self._down_since < TEMPORAL_RETRY_S:
+                    raise actions.Refused(f"Temporal at {s.temporal_address} is unreachable")
                 try:
                     self.client = await asyncio.wait_for(Client.connect(
                         s.temporal_address, namespace=s.temporal_namespace,
                         data_converter=pydantic_data_converter), timeout=10)
                 except (RuntimeError, TimeoutError, RPCError) as e:
+                    self._down_since = time.monotonic()
                     raise actions.Refused(
                         f"cannot reach Temporal at {s.temporal_address}: {e}") from e
+                self._down_since = None
             return self.client
 
     def ui_link(self, workflow_id: str, run_id: str | None) -> str:
@@ -101,19 +108,24 @@ class Board:
         return f"{link}/{quote(run_id, safe='')}/history" if run_id else link
 
     async def run_id(self, workflow_id: str) -> str | None:
-        """A subtask's run id (not stored), asked of Temporal once and kept."""
+        """A subtask's run id (not stored), asked of Temporal once and kept; None when
+        Temporal does not answer quickly."""
         if workflow_id in self._run_ids:
             return self._run_ids[workflow_id]
-        try:
+        async def describe() -> str:
             client = await self.temporal()
             desc = await client.get_workflow_handle(workflow_id).describe(
                 rpc_timeout=timedelta(seconds=2))
+            return desc.run_id
+
+        try:  # a link without its run id beats a page waiting on Temporal
+            run_id = await asyncio.wait_for(describe(), timeout=2.5)
         except (actions.Refused, RPCError, TimeoutError):
             return None
-        self._run_ids[workflow_id] = desc.run_id
+        self._run_ids[workflow_id] = run_id
         while len(self._run_ids) > 10_000:
             self._run_ids.popitem(last=False)
-        return desc.run_id
+        return run_id
 
 
 # -- identity ---------------------------------------------------------------------------------

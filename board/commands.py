@@ -180,7 +180,7 @@ async def cmd_watch(args: argparse.Namespace, s: Session) -> int:
         try:
             with Live(console=s.out, auto_refresh=False) as live:
                 while True:
-                    await asyncio.wait_for(changed.wait(), timeout=None)
+                    await changed.wait()
                     changed.clear()
                     await asyncio.sleep(0.05)  # gather a burst of changes into one redraw
                     view = await task_view(pool, args.task_id)

@@ -552,3 +552,20 @@ async def test_a_step_split_into_a_sub_plan_links_to_it_from_the_graph(
     assert "▸ sub&#45;plan" in page  # the node says so (dot escapes the dash)
     assert 'data-step="inner"' in nested
     assert "Nested in step" in nested
+
+
+async def test_pages_work_while_temporal_is_down_and_starting_says_why(
+        settings: Settings, deps: Deps) -> None:
+    await migrate_board(deps.pool)
+    await add_people(deps.pool)
+    task_id = f"down-{uuid.uuid4().hex[:6]}"
+    sub = await seed_task(deps.pool, task_id, output="stored", title="while down")
+    down = settings.model_copy(update={"temporal_address": "127.0.0.1:9"})
+    async with running_board(down) as r, sign_in(r.url, "rita") as http:
+        for path in (f"/task?id={task_id}", f"/step?id={sub}", "/tasks", "/reviews"):
+            assert (await http.get(path)).status_code == 200, path
+        plan = "steps:\n  - {id: a, type: tool, tool: echo}\n"
+        resp = await post_form(http, "/start", "/start", {"priority": "low"},
+                               files={"plan": ("p.yaml", plan.encode())})
+        assert resp.status_code == 400
+        assert "Temporal at 127.0.0.1:9" in resp.text
