@@ -569,3 +569,28 @@ async def test_pages_work_while_temporal_is_down_and_starting_says_why(
                                files={"plan": ("p.yaml", plan.encode())})
         assert resp.status_code == 400
         assert "Temporal at 127.0.0.1:9" in resp.text
+
+
+async def test_artifacts_png_inline_and_files_downloaded(board: Running, deps: Deps) -> None:
+    import base64
+
+    task_id = f"art-{uuid.uuid4().hex[:6]}"
+    sub = await seed_task(deps.pool, task_id, output="chart", title="chart")
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    store = Store(deps.pool)
+    await store.save_blob(f"{sub}#png", task_id=task_id, subtask=sub, name="result-0.png",
+                          mime="image/png", data=png)
+    await store.save_blob(f"{sub}#csv", task_id=task_id, subtask=sub, name="data <1>.html",
+                          mime="text/html", data=b"<script>alert(1)</script>")
+    async with sign_in(board.url, "rita") as http:
+        page = (await http.get("/step", params={"id": sub})).text
+        assert f'<img src="/blob?id={task_id}%2Fa%23png"' in page
+        assert "data &lt;1&gt;.html" in page
+        r = await http.get("/blob", params={"id": f"{sub}#png"})
+        assert (r.headers["content-type"], r.content) == ("image/png", png)
+        assert r.headers["content-disposition"].startswith("inline")
+        r = await http.get("/blob", params={"id": f"{sub}#csv"})
+        assert r.headers["content-type"] == "application/octet-stream"  # never rendered
+        assert r.headers["content-disposition"].startswith("attachment")
+        assert r.headers["x-content-type-options"] == "nosniff"
