@@ -1,11 +1,13 @@
-// Live pages: one EventSource per page; each relevant change re-renders the page's live
-// block from the server (debounced). No polling, no framework.
+// Live pages: one EventSource per page; a relevant change re-renders the page's live block
+// from the server. No polling, no framework. Pages following one task refresh at once;
+// pages following everything (tasks, reviews, escalations) at most twice a second.
 (function () {
   const topic = document.body.dataset.topic;
   const live = document.getElementById("live");
   const dot = document.getElementById("live-dot");
   if (!topic || !live || !window.EventSource) return;
-  let timer = null, busy = false, again = false, dirty = false;
+  const gap = /^(task|subtask):/.test(topic) ? 0 : 500;
+  let timer = null, busy = false, again = false, dirty = false, last = 0;
   // A person filling in a form in the live block keeps it: refreshes wait until they leave.
   live.addEventListener("input", () => { dirty = true; });
   live.addEventListener("change", () => { dirty = true; });
@@ -14,10 +16,16 @@
     if (a && live.contains(a) && /^(TEXTAREA|INPUT|SELECT)$/.test(a.tagName)) return true;
     return dirty;
   }
+  function schedule(wait) {
+    if (timer) return; // a refresh is already planned, and it reads everything
+    const delay = wait !== undefined ? wait : Math.max(60, last + gap - Date.now());
+    timer = setTimeout(() => { timer = null; refresh(); }, delay);
+  }
   async function refresh() {
-    if (editing()) { timer = setTimeout(refresh, 500); return; }
+    if (editing()) { schedule(500); return; }
     if (busy) { again = true; return; }
     busy = true;
+    last = Date.now();
     try {
       const r = await fetch(location.href, { headers: { "X-Board-Partial": "1" },
                                              credentials: "same-origin" });
@@ -33,7 +41,6 @@
       if (again) { again = false; schedule(); }
     }
   }
-  function schedule() { clearTimeout(timer); timer = setTimeout(refresh, 80); }
   const es = new EventSource("/events?topic=" + encodeURIComponent(topic));
   // Changes between the page's render and this stream's start are caught up on open
   // (and after a reconnect) with one refresh.
@@ -43,5 +50,5 @@
     schedule();
   };
   es.onerror = () => { dot && dot.classList.remove("on"); };
-  es.onmessage = schedule;
+  es.onmessage = () => schedule();
 })();
