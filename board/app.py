@@ -196,10 +196,13 @@ def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTM
     """Render a page; with the partial header, only its live block (for live refresh)."""
     board: Board = request.app.state.board
     person = getattr(request.state, "person", None)
-    ctx.update(request=request, person=person, csrf=csrf_token(request),
-               flash=request.session.pop("flash", None), ui=board.ui_link)
     tmpl = board.env.get_template(name)
-    if request.headers.get(PARTIAL_HEADER) and "live" in tmpl.blocks:
+    partial = bool(request.headers.get(PARTIAL_HEADER)) and "live" in tmpl.blocks
+    # A live refresh racing a form's redirect must not take the message meant for the page.
+    flash = None if partial else request.session.pop("flash", None)
+    ctx.update(request=request, person=person, csrf=csrf_token(request), flash=flash,
+               ui=board.ui_link)
+    if partial:
         body = "".join(tmpl.blocks["live"](tmpl.new_context(ctx)))
     else:
         body = tmpl.render(ctx)
