@@ -199,13 +199,11 @@ def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTM
     tmpl = board.env.get_template(name)
     partial = bool(request.headers.get(PARTIAL_HEADER)) and "live" in tmpl.blocks
     # A live refresh racing a form's redirect must not take the message meant for the page.
-    flash = None if partial else request.session.pop("flash", None)
-    ctx.update(request=request, person=person, csrf=csrf_token(request), flash=flash,
+    message = None if partial else request.session.pop("flash", None)
+    ctx.update(request=request, person=person, csrf=csrf_token(request), flash=message,
                ui=board.ui_link)
-    if partial:
-        body = "".join(tmpl.blocks["live"](tmpl.new_context(ctx)))
-    else:
-        body = tmpl.render(ctx)
+    body = ("".join(tmpl.blocks["live"](tmpl.new_context(ctx))) if partial
+            else tmpl.render(ctx))
     return HTMLResponse(body, status_code=status_code)
 
 
