@@ -29,6 +29,8 @@
     try {
       const r = await fetch(location.href, { headers: { "X-Board-Partial": "1" },
                                              credentials: "same-origin" });
+      // Someone started typing while this was on its way: keep their form, try later.
+      if (editing()) { again = false; schedule(500); return; }
       if (r.ok) {
         const box = document.createElement("div");
         box.innerHTML = await r.text();
