@@ -29,11 +29,12 @@
     try {
       const r = await fetch(location.href, { headers: { "X-Board-Partial": "1" },
                                              credentials: "same-origin" });
+      const html = r.ok ? await r.text() : "";
       // Someone started typing while this was on its way: keep their form, try later.
       if (editing()) { again = false; schedule(500); return; }
       if (r.ok) {
         const box = document.createElement("div");
-        box.innerHTML = await r.text();
+        box.innerHTML = html;
         const fresh = box.querySelector("#live");
         if (fresh) { live.replaceChildren(...fresh.childNodes); }
         document.body.dataset.refreshed = String(Date.now());
