@@ -8,11 +8,18 @@ BIN    := $(VENV)/bin
 setup: system $(VENV)/.installed
 	$(BIN)/python -m runtime.sandbox.setup
 
-# bubblewrap is the local sandbox; the worker refuses code steps without it.
+# bubblewrap is the local sandbox; the worker refuses code steps without it. Graphviz draws
+# the board's plans; Debian's chromium runs the board's browser tests (playwright's own
+# browser download needs the internet).
+SYSTEM_PACKAGES := bubblewrap graphviz chromium
 system:
-	@command -v bwrap >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; fi; }
+	@missing=""; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing; fi; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

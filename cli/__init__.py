@@ -141,13 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = org_sub.add_parser("show", help="the stored org chart, with each agent's load")
     c.set_defaults(func=org.cmd_org_show, command_parser=c)
     c.add_argument("--json", action="store_true")
+
+    from board.commands import register as register_board  # web, user, graph, watch
+
+    register_board(sub)
     return p
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse `argv`; what argparse alone cannot check exits 2 with a usage line too."""
-    args = build_parser().parse_args(argv)
-    parser: argparse.ArgumentParser = args.command_parser
+    top = build_parser()
+    args = top.parse_args(argv)
+    # Each command's own parser, so its usage line is the one printed (the board's
+    # commands register their own and may not name one).
+    parser: argparse.ArgumentParser = getattr(args, "command_parser", top)
     if args.command == "run":
         run.check_args(parser, args)
     if getattr(args, "reject", False) and not (args.feedback or "").strip():

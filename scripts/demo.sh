@@ -11,7 +11,7 @@ UI_PORT="${BEESTOWN_DEMO_UI_PORT:-8233}"
 PY="${PYTHON:-python}"
 
 stop() {
-  for name in worker temporal; do
+  for name in board worker temporal; do
     if [ -f "$STATE/$name.pid" ]; then
       kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
       rm -f "$STATE/$name.pid"
@@ -50,6 +50,8 @@ for _ in $(seq 1 150); do
   fi
   sleep 0.2
 done
+
+bash scripts/board-demo.sh
 
 status=0
 "$PY" starter.py --plan "${1:-examples/demo.yaml}" --wait || status=$?
