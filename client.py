@@ -4,9 +4,14 @@
     ...
     except TemporalUnreachable as e:        # entry points print str(e) and exit 2
 
-Every client speaks the pydantic data converter. Where to connect comes from `Settings`
-as one `ClientConnectConfig`, the shape `temporalio.envconfig` profiles load into, so a
-profile can later be laid under it without touching the callers.
+Every client speaks the pydantic data converter. Where and how to connect is loaded the
+way the `temporal` CLI loads it (`temporalio.envconfig`): the profile named by
+`TEMPORAL_PROFILE` (default `default`) of the TOML file `TEMPORAL_CONFIG_FILE` (default
+`~/.config/temporalio/temporal.toml`), overridden by `TEMPORAL_ADDRESS`,
+`TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS_*` and the rest of that family. So
+a Temporal Cloud namespace (API key) or an mTLS cluster works with the settings people
+already have. An address or namespace set on `Settings` itself (environment or code) wins
+over the profile; with neither, `localhost:7233` and `default`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.envconfig import ClientConnectConfig
+from temporalio.envconfig import ClientConfig, ClientConnectConfig
 
 from runtime.settings import Settings
 
@@ -41,9 +46,23 @@ class TemporalUnreachable(Exception):
 
 
 def connect_config(settings: Settings) -> ClientConnectConfig:
-    """Return where and how to connect, as `Client.connect` keyword arguments."""
-    return ClientConnectConfig(target_host=settings.temporal_address,
-                               namespace=settings.temporal_namespace)
+    """Return where and how to connect, as `Client.connect` keyword arguments (address,
+    namespace, and from the profile or environment: API key, TLS, gRPC metadata).
+
+    Raises:
+        TemporalUnreachable: the profile or its TLS files cannot be read (one line).
+    """
+    try:
+        config = ClientConfig.load_client_connect_config()
+    except (OSError, ValueError) as e:  # a missing or malformed profile or TLS file
+        raise TemporalUnreachable(settings.temporal_address,
+                                  f"its connection profile cannot be loaded: {e}") from e
+    explicit = settings.model_fields_set
+    if "temporal_address" in explicit or "target_host" not in config:
+        config["target_host"] = settings.temporal_address
+    if "temporal_namespace" in explicit or "namespace" not in config:
+        config["namespace"] = settings.temporal_namespace
+    return config
 
 
 async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Client:

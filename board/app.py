@@ -36,7 +36,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from board import actions, queries
@@ -47,6 +46,7 @@ from board.live import RESYNC, Change, Hub
 from board.metrics import BoardMetrics, RequestMetrics
 from board.render import STATIC, bar_chart, climbs_at, make_env
 from board.settings import BoardSettings
+from client import TemporalUnreachable, connect
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,10 @@ class Board:
                 if self._down_since and time.monotonic() - self._down_since < TEMPORAL_RETRY_S:
                     raise actions.Refused(f"Temporal at {s.temporal_address} is unreachable")
                 try:
-                    self.client = await asyncio.wait_for(Client.connect(
-                        s.temporal_address, namespace=s.temporal_namespace,
-                        data_converter=pydantic_data_converter), timeout=10)
-                except (RuntimeError, TimeoutError, RPCError) as e:
+                    self.client = await connect(s, timeout_s=10)
+                except TemporalUnreachable as e:
                     self._down_since = time.monotonic()
-                    raise actions.Refused(
-                        f"cannot reach Temporal at {s.temporal_address}: {e}") from e
+                    raise actions.Refused(str(e)) from e
                 self._down_since = None
             return self.client
 
