@@ -85,5 +85,5 @@ async def test_killed_worker_mid_dag_resumes_without_repeating_finished_steps(
     for sub_id, updated in done_before.items():
         assert rows[sub_id]["updated_at"] == updated, sub_id
     assert all(r["status"] == "COMPLETED" for r in rows.values())
+    # A figure, not a test (see bench/ and FACTS): the run above had a generous timeout.
     logging.getLogger(__name__).info("kill -9 to task completed: %.2f s", recovery)
-    assert recovery < 30, recovery

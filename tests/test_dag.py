@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -55,17 +54,21 @@ async def test_chain_released_by_signals_keeps_every_output(
     assert by_step(result)["s7"].output == "01234567"
 
 
-async def test_wide_fan_out_runs_branches_in_parallel(client: Client, worker: Settings) -> None:
+async def test_wide_fan_out_runs_branches_in_parallel(
+    client: Client, worker: Settings, deps: Deps
+) -> None:
     steps = [{"id": f"w{i}", "type": "tool", "tool": "sleep", "args": {"seconds": 1}}
              for i in range(30)]
     steps.append({"id": "join", "type": "tool", "tool": "echo", "args": {"value": "done"},
                   "deps": [f"w{i}" for i in range(30)]})
-    began = time.monotonic()
     result = await run_plan(client, worker, *steps)
-    elapsed = time.monotonic() - began
     assert result.status is Status.COMPLETED, result.error
-    # 30 one-second steps in sequence would take 30 s.
-    assert elapsed < 8, elapsed
+    # Parallel, not in sequence: several branches had started before the first one ended
+    # (how fast is a figure for bench/dag.py, not a test).
+    rows = [r for r in await Store(deps.pool).list_subtasks(result.task_id)
+            if r["step_id"] != "join"]
+    first_end = min(r["completed_at"] for r in rows)
+    assert sum(r["started_at"] < first_end for r in rows) >= 2
 
 
 async def test_failed_step_blocks_dependents_while_other_branches_finish(
