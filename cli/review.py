@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from rich.markup import escape
 from rich.table import Table
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from cli.output import cut, emit_json, styled, when
 from cli.session import EXIT_OK, BadUsage, Refused, Session
+from models.io import SubtaskView
 from models.org import InvalidOrg
 from models.plan import InvalidPlan
 from models.review import (
@@ -27,6 +34,19 @@ from models.review import (
 )
 from runtime.documents import describe, load_plan
 from workflows.failures import failure_message
+
+REVIEW_HELP = """\
+Approve or reject a subtask waiting for review (REVIEWING). `beestown run --wait` and
+`beestown tree` show who reviews it and the open round. Approved, the step completes and
+its dependents run; rejected, it is worked again with the feedback, and after
+BEESTOWN_REVIEW_ROUNDS rejections it escalates to the reviewer's manager."""
+
+RESOLVE_HELP = """\
+Decide a subtask's open escalation (the step is BLOCKED waiting for its holder). Give the
+escalation id `beestown escalations` lists (TASK_ID/STEP_ID#N): a decision for an
+escalation no longer open is refused as stale. The holder or anyone above it may decide."""
+
+PAST = {Decision.APPROVE: "approved", Decision.REJECT: "rejected"}
 
 
 # -- updates: review and resolve -------------------------------------------------------------
@@ -41,17 +61,35 @@ async def _update(s: Session, workflow_id: str, name: str, payload: BaseModel,
         msg = cause.message if isinstance(cause, ApplicationError) else failure_message(cause)
         raise Refused(f"{name} refused: {msg}") from e
     except RPCError as e:
+        if e.status is RPCStatusCode.NOT_FOUND:
+            raise Refused(f"no workflow {workflow_id!r} on Temporal at "
+                          f"{s.settings.temporal_address} ({s.settings.temporal_namespace}); "
+                          "a subtask id is TASK_ID/STEP_ID (beestown tree TASK_ID)") from e
         raise Refused(f"{name} on {workflow_id} failed: {e.message}") from e
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as e:
         raise Refused(f"{name} on {workflow_id}: no worker answered within {within_s:g} s "
                       "(is a worker running on its task queue?)") from e
 
 
+async def _step_view(s: Session, subtask_id: str) -> SubtaskView | None:
+    """The step's own `progress` query (None when it cannot answer now)."""
+    handle = (await s.client()).get_workflow_handle(subtask_id)
+    try:
+        return await asyncio.wait_for(handle.query(
+            "progress", result_type=SubtaskView, rpc_timeout=timedelta(seconds=5)), timeout=6)
+    except (RPCError, WorkflowQueryFailedError, TimeoutError):
+        return None
+
+
 async def cmd_review(args: argparse.Namespace, s: Session) -> int:
+    round_ = args.round
+    if round_ is None:  # the round open now, so that a verdict cannot land on a later one
+        view = await _step_view(s, args.subtask_id)
+        round_ = view.review_round if view is not None else None
     try:
         verdict = ReviewInput(reviewer_id=args.reviewer,
                               decision=Decision.APPROVE if args.approve else Decision.REJECT,
-                              feedback=args.feedback or "")
+                              feedback=args.feedback or "", round=round_)
     except ValidationError as e:
         raise BadUsage(describe(e)) from e
     ack: ReviewAck = await _update(s, args.subtask_id, "review", verdict, ReviewAck,
@@ -59,9 +97,17 @@ async def cmd_review(args: argparse.Namespace, s: Session) -> int:
     if args.json:
         emit_json(ack)
     else:
-        s.out.print(f"{escape(ack.subtask_id)}: round {ack.round + 1} "
-                    f"[bold]{ack.decision.value}d[/] by {escape(args.reviewer)}")
+        s.out.print(f"{escape(ack.subtask_id)}: round {ack.round} "
+                    f"[bold]{PAST[ack.decision]}[/] by {escape(args.reviewer)}")
     return EXIT_OK
+
+
+def split_escalation_id(given: str) -> tuple[str, str | None]:
+    """`T/a#2` -> ('T/a', 'T/a#2'); `T/a` -> ('T/a', None)."""
+    subtask, sep, seq = given.rpartition("#")
+    if sep and subtask and seq.isdigit():
+        return subtask, given
+    return given, None
 
 
 async def cmd_resolve(args: argparse.Namespace, s: Session) -> int:
@@ -71,12 +117,17 @@ async def cmd_resolve(args: argparse.Namespace, s: Session) -> int:
             plan = load_plan(args.plan, max_steps=s.settings.max_plan_steps)
         except InvalidPlan as e:
             raise BadUsage("invalid plan:\n  " + "\n  ".join(e.errors)) from e
+    subtask_id, escalation_id = split_escalation_id(args.subtask_id)
+    if escalation_id is None:  # the one open now, so that it cannot land on a later one
+        view = await _step_view(s, subtask_id)
+        escalation_id = view.escalation_id if view is not None else None
     try:
         decision = ResolveEscalation(by=args.by, action=Action(args.action),
-                                     assignee=args.assignee, plan=plan, note=args.note)
+                                     assignee=args.assignee, plan=plan, note=args.note,
+                                     escalation_id=escalation_id)
     except ValidationError as e:
         raise BadUsage(describe(e)) from e
-    esc: Escalation = await _update(s, args.subtask_id, "resolve_escalation", decision,
+    esc: Escalation = await _update(s, subtask_id, "resolve_escalation", decision,
                                     Escalation, args.timeout)
     if args.json:
         emit_json({"escalation": esc.model_dump(mode="json") | {"id": esc.id},
@@ -127,7 +178,11 @@ async def cmd_beneath(args: argparse.Namespace, s: Session) -> int:
     except (InvalidOrg, ValidationError) as e:
         raise BadUsage("no org chart loaded: beestown org load FILE") from e
     if args.agent_id not in chart:
-        raise Refused(f"unknown agent {args.agent_id!r}")
+        ids = [a.id for a in chart.agents]
+        close = difflib.get_close_matches(args.agent_id, ids, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (agents: {', '.join(ids)})"
+        raise Refused(f"there is no agent {args.agent_id!r} in the org chart stored in "
+                      f"{s.database}{hint}")
     team = [args.agent_id, *(a.id for a in chart.subtree(args.agent_id))]
     rows = await pool.fetch(
         """

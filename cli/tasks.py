@@ -190,7 +190,8 @@ async def cmd_tree(args: argparse.Namespace, s: Session) -> int:
     try:
         node = await load_tree(store, args.task_id)
     except NotFound as e:
-        raise Refused(f"no task {args.task_id!r} in the database") from e
+        raise Refused(f"no task {args.task_id!r} in {s.database} "
+                      "(beestown tasks lists them)") from e
     if not args.no_live and node["status"] not in _TERMINAL:
         try:
             await add_live_progress(await s.client(), node)
