@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -32,10 +33,12 @@ from cli.follow import follow as follow_task
 from cli.output import styled
 from cli.session import EXIT_FAILED, EXIT_OK, BadUsage, Session
 from models.io import TaskInput, TaskResult
-from models.plan import InvalidPlan
-from models.task import Priority, Status
+from models.plan import InvalidPlan, Plan
+from models.task import Priority, Status, StepType
 from runtime.documents import load_plan
 from runtime.settings import Settings
+from runtime.tools.registry import builtin_tools
+from runtime.tools.toolbox import references
 from workflows.failures import failure_message
 
 NO_LLM = (
@@ -70,6 +73,33 @@ def task_details(task: TaskInput) -> str:
     if task.prompt:
         lines += ["", task.prompt[:1000]]
     return "\n".join(lines)
+
+
+def plan_problems(plan: Plan, tools: list[str]) -> list[str]:
+    """What would make the plan fail at once, found before it starts: a tool nobody has
+    (MCP tools, `server.tool`, are left to the worker, which lists them) and a "${step}"
+    argument naming a step the step does not depend on; each with a "did you mean"."""
+    ids = [s.id for s in plan.steps]
+    problems = []
+    for s in plan.steps:
+        if s.type is StepType.TOOL and s.tool and "." not in s.tool and s.tool not in tools:
+            problems.append(f"step {s.id!r} names unknown tool {s.tool!r}"
+                            + _did_you_mean(s.tool, tools, f" (known: {', '.join(tools)})"))
+        for ref in references(s.args):
+            if ref in s.deps:
+                continue
+            if ref in ids:
+                problems.append(f"step {s.id!r} uses ${{{ref}}} but does not depend on "
+                                f"{ref!r}: add it to its deps")
+            else:
+                problems.append(f"step {s.id!r} uses ${{{ref}}}, which is not a step"
+                                + _did_you_mean(ref, list(s.deps) or ids, ""))
+    return problems
+
+
+def _did_you_mean(word: str, choices: list[str], otherwise: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else otherwise
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -127,6 +157,9 @@ async def cmd_run(args: argparse.Namespace, s: Session) -> int:
             plan = load_plan(args.plan, max_steps=settings.max_plan_steps)
         except InvalidPlan as e:
             raise BadUsage("invalid plan: " + "\n  ".join(e.errors)) from e
+        problems = plan_problems(plan, builtin_tools().names())
+        if problems:
+            raise BadUsage(f"invalid plan {args.plan}:\n  " + "\n  ".join(problems))
     elif not settings.llm_configured:
         raise BadUsage(NO_LLM)
     title = args.title or (plan.title if plan else "")
