@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from temporalio.client import (
@@ -19,7 +20,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.output import cut, emit_json, styled, when
+from cli.output import cut, emit_json, rest, short_when, styled, when
 from cli.session import EXIT_OK, BadUsage, Refused, Session
 from models.io import SubtaskView
 from models.org import InvalidOrg
@@ -149,18 +150,25 @@ async def cmd_escalations(args: argparse.Namespace, s: Session) -> int:
         s.out.print("no escalations" if args.all else "no open escalations")
         return EXIT_OK
     table = Table(title="escalations" if args.all else "open escalations",
-                  title_justify="left")
-    cols = ["id", "subtask", "reason", "holder", "level", "chain", "error", "opened"]
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # The id is what `beestown resolve` takes: it stays whole; the error gives way.
+    cols = ["id", "reason", "holder", "error", "opened"]
     if args.all:
         cols.insert(1, "status")
+    # Fixed widths but for the error, which takes what is left (rich: ratio).
+    widths = {"id": max(len(r["id"]) for r in rows), "reason": 13 if any(
+              r["reason"] == "review_rounds" for r in rows) else 8,
+              "holder": min(12, max(len(r["holder"]) for r in rows) + 2), "opened": 11}
+    if args.all:
+        widths["status"] = 9
     for col in cols:
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=True, overflow="fold" if col == "id" else "ellipsis",
+                         width=widths.get(col, rest(s.out.width, widths)))
     for r in rows:
-        chain = " → ".join(
-            f"[bold]{escape(c)}[/]" if i == r["level"] else escape(c)
-            for i, c in enumerate(r["chain"]))
-        cells = [escape(r["id"]), escape(r["subtask_id"]), r["reason"], escape(r["holder"]),
-                 str(r["level"]), chain, cut(r["error"], 60), when(r["opened_at"])]
+        # The holder, with "↑" when the escalation has climbed (--json has the chain).
+        holder = escape(r["holder"]) + (" ↑" if r["level"] else "")
+        cells = [escape(r["id"]), r["reason"], holder, cut(r["error"], 60),
+                 short_when(r["opened_at"])]
         if args.all:
             cells.insert(1, r["status"])
         table.add_row(*cells)
