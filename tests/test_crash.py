@@ -30,6 +30,8 @@ def spawn_worker(settings: Settings, database_url: str, log: Path) -> subprocess
         "BEESTOWN_TASK_QUEUE": settings.task_queue,
         "DATABASE_URL": database_url,
         "BEESTOWN_STATE_DIR": str(settings.state_dir),
+        # The session's database is shared and other tests store org charts in it.
+        "BEESTOWN_ORG": "0",
     })
     return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
