@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
 
 from models.io import Progress, TaskInput
 from models.task import Status
@@ -63,12 +64,13 @@ async def test_wide_fan_out_runs_branches_in_parallel(
                   "deps": [f"w{i}" for i in range(30)]})
     result = await run_plan(client, worker, *steps)
     assert result.status is Status.COMPLETED, result.error
-    # Parallel, not in sequence: several branches had started before the first one ended
-    # (how fast is a figure for bench/dag.py, not a test).
+    # Parallel, not in sequence: at some moment several branches ran at once (how fast is
+    # a figure for bench/dag.py, not a test).
     rows = [r for r in await Store(deps.pool).list_subtasks(result.task_id)
             if r["step_id"] != "join"]
-    first_end = min(r["completed_at"] for r in rows)
-    assert sum(r["started_at"] < first_end for r in rows) >= 2
+    at_once = max(sum(o["started_at"] <= r["started_at"] < o["completed_at"] for o in rows)
+                  for r in rows)
+    assert at_once >= 2, [(r["started_at"], r["completed_at"]) for r in rows]
 
 
 async def test_failed_step_blocks_dependents_while_other_branches_finish(
@@ -210,9 +212,15 @@ async def test_forged_dependency_signal_is_ignored(client: Client, worker: Setti
         {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
          "args": {"parts": ["got ", "${a}"]}},
     )))
-    await asyncio.sleep(0.3)
     forged = {"output": {"step_id": "a", "subtask_id": "elsewhere/a", "output": "EVIL"}}
-    await client.get_workflow_handle(f"{handle.id}/b").signal("dependency_done", forged)
+    for _ in range(300):  # until b exists (started once a has started; later when loaded)
+        try:
+            await client.get_workflow_handle(f"{handle.id}/b").signal("dependency_done", forged)
+            break
+        except RPCError as e:
+            if e.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            await asyncio.sleep(0.1)
     result = await outcome(handle)
     assert result.status is Status.COMPLETED, result.error
     assert by_step(result)["b"].output == "got 1.0"  # sleep returns the seconds waited
