@@ -17,18 +17,29 @@ over the profile; with neither, `localhost:7233` and `default`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sys
 from typing import NoReturn
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig, ClientConnectConfig
+from temporalio.service import RPCError
 
 from runtime.settings import Settings
+from workflows.search import KEYS
 
-__all__ = ["CONNECT_TIMEOUT_S", "TemporalUnreachable", "connect", "connect_config", "exit_now"]
+__all__ = ["CONNECT_TIMEOUT_S", "TemporalUnreachable", "connect", "connect_config",
+           "ensure_search_attributes", "exit_now"]
+
+log = logging.getLogger(__name__)
 
 # A refused port fails in well under a second; a silent address (firewall, wrong host)
 # would otherwise hang the caller, so give up after this long and say where we tried.
@@ -81,6 +92,29 @@ async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -
         raise TemporalUnreachable(address, f"no answer within {timeout_s:g} s") from e
     except RuntimeError as e:  # the core SDK reports every transport failure as one
         raise TemporalUnreachable(address, _first_line(e)) from e
+
+
+async def ensure_search_attributes(client: Client, settings: Settings) -> bool:
+    """Return whether BeesTown's search attributes exist in the namespace, adding them if
+    missing and allowed (a dev server allows it; a production server may not)."""
+    ns = settings.temporal_namespace
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=ns))
+        have = set(listed.custom_attributes) | set(listed.system_attributes)
+        missing = [k.name for k in KEYS if k.name not in have]
+        if missing:
+            await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+                namespace=ns, search_attributes={
+                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing}))
+            log.info("registered search attributes %s in namespace %s", ", ".join(missing), ns)
+    except RPCError as e:
+        log.warning("BeesTown's search attributes (%s) are not registered in namespace %s "
+                    "and could not be added (%s): workflows run without them. Register "
+                    "them: temporal operator search-attribute create --name NAME --type "
+                    "Keyword", ", ".join(k.name for k in KEYS), ns, e.message)
+        return False
+    return True
 
 
 def _first_line(e: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -14,11 +15,13 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.roles import activities_by_queue, routing
-from client import TemporalUnreachable, connect, exit_now
+from client import TemporalUnreachable, connect, ensure_search_attributes, exit_now
 from models.org import InvalidOrg
 from models.tools import InvalidToolsConfig
+from runtime.db import DatabaseUnreachable
 from runtime.deps import Deps, open_deps
 from runtime.llm.prices import PriceTableError
+from runtime.org_store import OrgStore
 from runtime.settings import Settings
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
@@ -37,10 +40,13 @@ def _runner(settings: Settings) -> dict[str, Any]:
     return {"workflow_runner": UnsandboxedWorkflowRunner()}
 
 
-def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker]:
-    """Return one Worker per task queue this process serves."""
+def build_workers(client: Client, settings: Settings, deps: Deps, *,
+                  search_attributes: bool = False) -> list[Worker]:
+    """Return one Worker per task queue this process serves (`search_attributes`: the
+    namespace has BeesTown's, so the workflows upsert them)."""
     roles = settings.roles
-    by_queue = activities_by_queue(settings, deps, client=client)
+    by_queue = activities_by_queue(settings, deps, client=client,
+                                   search_attributes=search_attributes)
     workers = []
     for queue, activities in by_queue.items():
         workflows = [TaskWorkflow, SubtaskWorkflow] if (
@@ -72,8 +78,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     client = await connect(settings)
+    searchable = ("workflows" in settings.roles
+                  and await ensure_search_attributes(client, settings))
     async with open_deps(settings) as deps:
-        workers = build_workers(client, settings, deps)
+        await _say_how_the_org_applies(settings, OrgStore(deps.pool))
+        workers = build_workers(client, settings, deps, search_attributes=searchable)
         async with contextlib.AsyncExitStack() as stack:
             for w in workers:
                 await stack.enter_async_context(w)
@@ -84,7 +93,29 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             await stop.wait()
 
 
+async def _say_how_the_org_applies(settings: Settings, org: OrgStore) -> None:
+    """Log whether tasks will use an org chart, so nobody wonders why delegation is off."""
+    if "workflows" not in settings.roles:
+        return
+    agents = await org.active_agents()
+    if not settings.uses_org:
+        if agents:
+            log.warning("an org chart is stored (%d agents) but BEESTOWN_ORG=0: tasks run "
+                        "without it; unset BEESTOWN_ORG to use it", agents)
+    elif agents:
+        log.info("tasks use the org chart stored in PostgreSQL (%d agents); a chart loaded "
+                 "with `beestown org load` applies to tasks started after it", agents)
+    else:
+        log.info("no org chart stored: tasks run without an organization until "
+                 "`beestown org load FILE` (no restart needed)")
+
+
 def main() -> None:
+    argparse.ArgumentParser(
+        prog="worker.py", description=__doc__,
+        epilog="Configuration comes from the environment (TEMPORAL_ADDRESS, DATABASE_URL, "
+               "BEESTOWN_TASK_QUEUE, BEESTOWN_WORKER_ROLES, OPENAI_BASE_URL, ...): see the "
+               "README's configuration table.").parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -99,7 +130,7 @@ def main() -> None:
     except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
         sys.stderr.write(f"worker: bad configuration: {e}\n")
         exit_now(2)
-    except TemporalUnreachable as e:
+    except (TemporalUnreachable, DatabaseUnreachable) as e:
         sys.stderr.write(f"worker: {e}\n")
         exit_now(2)
 

@@ -92,10 +92,10 @@ class OrgActivities:
             queued = await self.org.get(key)
             why = queued.reason if queued else "no agent has room"
             waits_for = queued.agent_id if queued else None
-            await self.store.note_subtask(
-                    inp.subtask_id, status=Status.QUEUED,
-                    waiting_for=f"a free slot of {waits_for}" if waits_for else "a free slot")
-            return AssignResult(reason=why, org=True)
+            slot = f"a free slot of {waits_for}" if waits_for else "a free slot"
+            await self.store.note_subtask(inp.subtask_id, status=Status.QUEUED,
+                                          waiting_for=slot)
+            return AssignResult(reason=why, org=True, waiting_for=slot)
         people = people_for(chart, got.agent_id, reviewer=inp.reviewer)
         await self.store.note_subtask(inp.subtask_id, status=Status.ASSIGNED,
                                           assignee=got.agent_id, reviewer=people.reviewer)

@@ -30,8 +30,9 @@ from runtime.settings import Settings
 ROLES = ("workflows", "llm", "sandbox", "tools")
 
 
-def routing(settings: Settings) -> Routing:
-    """Return where the workflows send each kind of activity."""
+def routing(settings: Settings, *, search_attributes: bool = False) -> Routing:
+    """Return where the workflows send each kind of activity (and whether they may upsert
+    BeesTown's search attributes: only once the namespace has them)."""
     tool_queue = settings.queue_for("tools")
     return Routing(
         llm_queue=settings.queue_for("llm"),
@@ -40,11 +41,12 @@ def routing(settings: Settings) -> Routing:
         # Tool steps run as local activities (no hop through the server) when the
         # workflow worker serves tools itself.
         local_tools=tool_queue == settings.task_queue and {"tools", "workflows"} <= settings.roles,
+        search_attributes=search_attributes,
     )
 
 
 def activities_by_queue(
-    settings: Settings, deps: Deps, *, client: Client | None
+    settings: Settings, deps: Deps, *, client: Client | None, search_attributes: bool = False
 ) -> dict[str, list[Callable[..., Any]]]:
     """Return the activities this worker's roles serve, by task queue.
 
@@ -65,7 +67,8 @@ def activities_by_queue(
     roles = settings.roles
     if "workflows" in roles:
         tasks = TaskActivities(
-            deps.store, routing=routing(settings), max_steps=settings.max_plan_steps,
+            deps.store, routing=routing(settings, search_attributes=search_attributes),
+            max_steps=settings.max_plan_steps,
             tools=deps.registry, max_turns=settings.max_turns,
             budgets=Budgets(task_tokens=settings.task_token_budget,
                             subtask_tokens=settings.subtask_token_budget),

@@ -59,21 +59,24 @@ class TaskActivities:
             task_tokens=_lower(inp.task.token_budget, self.budgets.task_tokens),
             subtask_tokens=_lower(inp.task.subtask_token_budget, self.budgets.subtask_tokens),
         )
-        org, context = await self._org_policy(inp)
+        org, context, assignee = await self._org_policy(inp)
         return BeginTaskResult(
             routing=self.routing, max_steps=max_steps, plan_errors=errors, budgets=budgets,
             max_turns=min(inp.task.max_turns or self.max_turns, self.max_turns),
             org=org, manager_context=context,
+            assignee=assignee,
+            project_id=(await self.store.get_task(inp.task_id))["project_id"],
         )
 
-    async def _org_policy(self, inp: BeginTaskInput) -> tuple[OrgPolicy, str]:
-        """Whom the task's steps go to (the assignee's reports) and what the splitter knows."""
+    async def _org_policy(self, inp: BeginTaskInput) -> tuple[OrgPolicy, str, str | None]:
+        """Whom the task's steps go to (the assignee's reports), what the splitter knows,
+        and who the task's assignee is (None without an org chart)."""
         if self.org is None:
-            return OrgPolicy(), ""
+            return OrgPolicy(), "", None
         try:
             chart = await self.org.load_org()
         except (InvalidOrg, ValidationError):
-            return OrgPolicy(), ""  # no chart loaded: no organization
+            return OrgPolicy(), "", None  # no chart loaded: no organization
         task = inp.task
         assignee = task.assignee or chart.root.id
         if assignee not in chart:
@@ -96,7 +99,7 @@ class TaskActivities:
             "enabled": True, "candidates": [a.id for a in reports],
             "reviewer": task.reviewer, "depth": task.depth,
         })
-        return policy, "\n".join(lines)
+        return policy, "\n".join(lines), assignee
 
     @activity.defn(name="save_plan")
     @boundary

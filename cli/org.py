@@ -27,6 +27,8 @@ async def cmd_org_load(args: argparse.Namespace, s: Session) -> int:
         return EXIT_OK
     s.out.print(f"org chart {escape(str(args.file))}: {len(chart.agents)} agents, "
                 f"root {escape(chart.root.id)}")
+    s.out.print("tasks started from now on use it (running workers need no restart; one "
+                "started with BEESTOWN_ORG=0 ignores it)")
     if not (change.added or change.changed or change.removed):
         s.out.print("no change")
     for what, ids in (("added", change.added), ("changed", change.changed),

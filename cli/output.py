@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from rich.markup import escape
 
-__all__ = ["STATUS_STYLE", "cut", "emit_json", "styled", "when"]
+__all__ = ["STATUS_STYLE", "cut", "emit_json", "rest", "short_when", "styled", "when"]
 
 STATUS_STYLE = {
     "COMPLETED": "green", "FAILED": "red", "BLOCKED": "yellow", "RUNNING": "cyan",
@@ -46,6 +46,17 @@ def styled(status: str | None) -> str:
 
 def when(value: datetime | None) -> str:
     return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+def rest(width: int, fixed: dict[str, int]) -> int:
+    """The width left for one flexible column beside `fixed` ones (3 characters of
+    padding and rule around each column)."""
+    return max(10, width - sum(fixed.values()) - 3 * (len(fixed) + 1) - 1)
+
+
+def short_when(value: datetime | None) -> str:
+    """Month, day and minute: what fits a column at 80 characters (--json has it all)."""
+    return "" if value is None else f"{value:%m-%d %H:%M}"
 
 
 def cut(text: str | None, n: int = 60) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import difflib
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -21,9 +21,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import (
@@ -31,16 +29,18 @@ from temporalio.exceptions import (
     CancelledError,
     WorkflowAlreadyStartedError,
 )
-from temporalio.service import RPCError
 
+from cli.follow import follow as follow_task
 from cli.output import styled
 from cli.session import EXIT_FAILED, EXIT_OK, BadUsage, Session
-from models.io import Progress, TaskInput, TaskResult
+from models.io import TaskInput, TaskResult
 from models.payload import PayloadTooLarge, check_payload
-from models.plan import InvalidPlan
-from models.task import Priority, Status
+from models.plan import InvalidPlan, Plan
+from models.task import Priority, Status, StepType
 from runtime.documents import describe, load_plan
 from runtime.settings import Settings
+from runtime.tools.registry import builtin_tools
+from runtime.tools.toolbox import references
 from workflows.failures import failure_message
 
 NO_LLM = (
@@ -62,6 +62,46 @@ def ui_link(settings: Settings, workflow_id: str, run_id: str | None) -> str:
     path = f"{base}/namespaces/{quote(settings.temporal_namespace, safe='')}/workflows/"
     path += quote(workflow_id, safe="")
     return f"{path}/{run_id}/history" if run_id else path
+
+
+def task_details(task: TaskInput) -> str:
+    """What the Web UI shows of a task beside its summary (markdown)."""
+    lines = [f"**{task.title or 'task'}**", "", f"- priority: {task.priority.value}"]
+    if task.project_id:
+        lines.append(f"- project: {task.project_id}")
+    if task.plan is not None:
+        lines.append("- plan: " + ", ".join(f"{s.id} ({s.type.value})"
+                                            for s in task.plan.steps)[:1000])
+    if task.prompt:
+        lines += ["", task.prompt[:1000]]
+    return "\n".join(lines)
+
+
+def plan_problems(plan: Plan, tools: list[str]) -> list[str]:
+    """What would make the plan fail at once, found before it starts: a tool nobody has
+    (MCP tools, `server.tool`, are left to the worker, which lists them) and a "${step}"
+    argument naming a step the step does not depend on; each with a "did you mean"."""
+    ids = [s.id for s in plan.steps]
+    problems = []
+    for s in plan.steps:
+        if s.type is StepType.TOOL and s.tool and "." not in s.tool and s.tool not in tools:
+            problems.append(f"step {s.id!r} names unknown tool {s.tool!r}"
+                            + _did_you_mean(s.tool, tools, f" (known: {', '.join(tools)})"))
+        for ref in references(s.args):
+            if ref in s.deps:
+                continue
+            if ref in ids:
+                problems.append(f"step {s.id!r} uses ${{{ref}}} but does not depend on "
+                                f"{ref!r}: add it to its deps")
+            else:
+                problems.append(f"step {s.id!r} uses ${{{ref}}}, which is not a step"
+                                + _did_you_mean(ref, list(s.deps) or ids, ""))
+    return problems
+
+
+def _did_you_mean(word: str, choices: list[str], otherwise: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else otherwise
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -95,40 +135,18 @@ async def outcome(handle: WorkflowHandle[Any, Any]) -> TaskResult:
         return result_of_failure(handle.id, e)
 
 
-def progress_table(progress: Progress) -> Table:
-    table = Table(title=f"{escape(progress.task_id)}  {styled(progress.status.value)}",
-                  title_justify="left")
-    for col in ("step", "type", "status", "output / error"):
-        table.add_column(col, overflow="fold")
-    for s in progress.subtasks:
-        detail = s.error or ("" if s.output is None else json.dumps(s.output)[:80])
-        table.add_row(escape(s.step_id), s.type, styled(s.status.value), escape(detail))
-    return table
+async def follow(handle: WorkflowHandle[Any, Any], console: Console, *, quiet: bool,
+                 address: str = "") -> TaskResult:
+    """Show progress until the workflow closes; return its TaskResult (even when it failed).
 
-
-async def follow(handle: WorkflowHandle[Any, Any], console: Console, *, quiet: bool) -> TaskResult:
-    """Show progress until the workflow closes; return its TaskResult (even when it failed)."""
+    `quiet`: show nothing (for --json). See `cli.follow` for what is shown."""
     closed = asyncio.ensure_future(outcome(handle))
-    live = None if quiet else Live(console=console, auto_refresh=False, transient=False)
-    if live is None:
-        return await closed
-    live.start()
     try:
-        while not closed.done():
-            try:
-                progress = await handle.query("progress", result_type=Progress)
-                live.update(progress_table(progress), refresh=True)
-            except RPCError:
-                pass  # not started by a worker yet
-            await asyncio.wait([closed], timeout=0.5)
-        result = closed.result()
-        live.update(progress_table(Progress(task_id=result.task_id, status=result.status,
-                                            subtasks=result.subtasks)), refresh=True)
-        return result
+        if quiet:
+            return await closed
+        return await follow_task(handle, console, address=address, closed=closed)
     finally:
         closed.cancel()  # a no-op unless something above raised
-        live.stop()
-        console.print()
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -141,10 +159,14 @@ async def cmd_run(args: argparse.Namespace, s: Session) -> int:
             plan = load_plan(args.plan, max_steps=settings.max_plan_steps)
         except InvalidPlan as e:
             raise BadUsage("invalid plan: " + "\n  ".join(e.errors)) from e
+        problems = plan_problems(plan, builtin_tools().names())
+        if problems:
+            raise BadUsage(f"invalid plan {args.plan}:\n  " + "\n  ".join(problems))
     elif not settings.llm_configured:
         raise BadUsage(NO_LLM)
+    title = args.title or (plan.title if plan else "")
     try:
-        task = TaskInput(prompt=args.prompt or "", plan=plan, title=args.title,
+        task = TaskInput(prompt=args.prompt or "", plan=plan, title=title,
                          priority=Priority(args.priority), project_id=args.project,
                          related_files=args.related_files, related_agents=args.related_agents,
                          parent_task=args.parent)
@@ -160,7 +182,8 @@ async def cmd_run(args: argparse.Namespace, s: Session) -> int:
             "TaskWorkflow", task, id=task_id, task_queue=settings.task_queue,
             # A task id names one run: its rows and children's ids are keyed by it.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=(args.title or (plan.title if plan else "") or args.prompt or "")[:200],
+            static_summary=(title or args.prompt or "")[:200],
+            static_details=task_details(task),
         )
     except WorkflowAlreadyStartedError as e:
         raise BadUsage(f"task id {task_id!r} is already taken; choose another --id") from e
@@ -169,7 +192,7 @@ async def cmd_run(args: argparse.Namespace, s: Session) -> int:
                   markup=False)
     if not (args.wait or args.json):
         return EXIT_OK
-    result = await follow(handle, console, quiet=args.json)
+    result = await follow(handle, console, quiet=args.json, address=settings.temporal_address)
     if args.json:
         sys.stdout.write(result.model_dump_json() + "\n")
     else:

@@ -7,17 +7,15 @@ Exit codes: 0 ok, 1 the operation was refused or failed, 2 bad usage or configur
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import asyncpg
 from rich.console import Console
 from temporalio.client import Client
 
 from client import TemporalUnreachable, connect
-from runtime.db import create_pool, resolve_dsn
+from runtime.db import DatabaseUnreachable, connect_pool, resolve_dsn
 from runtime.settings import Settings
 from runtime.store import Store
 
@@ -52,14 +50,6 @@ class BadUsage(CliError):
 
 
 # -- connections -----------------------------------------------------------------------------
-def _redact(dsn: str) -> str:
-    """Where the database is, without the user or password a DSN may carry."""
-    parts = urlsplit(dsn)
-    if not parts.hostname:
-        return "the configured database"
-    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
-
-
 @dataclass
 class Session:
     """The settings and the connections a command opens lazily (and `close` closes)."""
@@ -77,13 +67,19 @@ class Session:
             dsn = await resolve_dsn(
                 s.database_url.get_secret_value() if s.database_url else None, s.state_dir)
             try:
-                self._pool = await asyncio.wait_for(create_pool(dsn, max_size=4), timeout=20)
-            except (OSError, TimeoutError, asyncpg.PostgresError,
-                    asyncpg.InterfaceError) as e:
-                raise BadUsage(f"cannot reach PostgreSQL at {_redact(dsn)}: {e}\n"
-                               "Start it or set DATABASE_URL.") from e
+                self._pool = await connect_pool(dsn, max_size=4)
+            except DatabaseUnreachable as e:
+                raise BadUsage(str(e)) from e
             self._closers.append(self._pool.close)
         return self._pool
+
+    @property
+    def database(self) -> str:
+        """Which database the CLI reads, for "not found" messages: the embedded one says
+        where its state dir is (another state dir is another database)."""
+        if self.settings.database_url is None:
+            return f"the embedded database under {self.settings.state_dir}"
+        return "the database"
 
     async def store(self) -> Store:
         return Store(await self.pool())

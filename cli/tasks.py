@@ -8,13 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from cli.output import cut, emit_json, styled, when
+from cli.output import cut, emit_json, rest, short_when, styled
 from cli.run import outcome
 from cli.session import EXIT_FAILED, EXIT_OK, BadUsage, Refused, Session
 from models.io import Progress, SubtaskView
@@ -30,14 +31,27 @@ async def cmd_tasks(args: argparse.Namespace, s: Session) -> int:
     if args.json:
         emit_json(rows)
         return EXIT_OK
-    table = Table(title=f"tasks (newest {args.limit})", title_justify="left")
-    for col in ("id", "status", "title", "assignee", "subtasks", "tokens", "created"):
-        table.add_column(col, overflow="fold", no_wrap=col == "id",
-                         justify="right" if col in ("subtasks", "tokens") else "left")
+    table = Table(title=f"tasks (newest {args.limit})", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    # At 80 columns: ids stay whole (people copy them); the title gives way, cut with "…".
+    # Fixed widths but for the title, which takes what is left (rich: ratio).
+    widths = {"id": max([len(r["id"]) for r in rows] + [2]), "status": 9,
+              "assignee": min(12, max([len(r["assignee"] or "") for r in rows] + [8])),
+              "steps": 5, "tokens": 6, "created": 11}
+    cols = ["id", "status", "title", "assignee", "steps", "tokens", "created"]
+    if not any(r["tokens"] for r in rows):  # no model was used: room for the title
+        cols.remove("tokens")
+        del widths["tokens"]
+    for col in cols:
+        table.add_column(col, no_wrap=True, overflow="fold" if col == "id" else "ellipsis",
+                         width=widths.get(col, rest(s.out.width, widths)),
+                         justify="right" if col in ("steps", "tokens") else "left")
     for r in rows:
-        table.add_row(escape(r["id"]), styled(r["status"]), cut(r["title"], 50),
-                      escape(r["assignee"] or ""), str(r["subtasks"]), str(r["tokens"]),
-                      when(r["created_at"]))
+        cells = {"id": escape(r["id"]), "status": styled(r["status"]),
+                 "title": cut(r["title"], 50), "assignee": escape(r["assignee"] or ""),
+                 "steps": str(r["subtasks"]), "tokens": str(r["tokens"]),
+                 "created": short_when(r["created_at"])}
+        table.add_row(*(cells[c] for c in cols))
     s.out.print(table if rows else "no tasks yet")
     return EXIT_OK
 
@@ -48,6 +62,21 @@ _TASK_FIELDS = ("id", "title", "status", "priority", "assignee", "reviewer", "cr
 _SUBTASK_FIELDS = ("id", "step_id", "title", "type", "status", "assignee", "reviewer",
                    "waiting_for", "progress", "dependencies", "attempts", "error",
                    "started_at", "completed_at")
+
+
+def graph_order(rows: list[dict[str, Any]], plan: Any) -> list[dict[str, Any]]:
+    """Order steps as the graph runs them: each after its dependencies, else in plan order."""
+    listed = [s.get("id") for s in plan.get("steps", [])] if isinstance(plan, dict) else []
+    rank = {step: i for i, step in enumerate(listed)}
+    todo = sorted(rows, key=lambda r: (rank.get(r["step_id"], len(rank)), r["step_id"]))
+    placed: set[str] = set()
+    out: list[dict[str, Any]] = []
+    while todo:
+        ready = next((r for r in todo if set(r.get("dependencies") or []) <= placed), todo[0])
+        todo.remove(ready)
+        placed.add(ready["step_id"])
+        out.append(ready)
+    return out
 
 
 async def load_tree(store: Store, task_id: str, *, seen: set[str] | None = None
@@ -72,7 +101,7 @@ async def load_tree(store: Store, task_id: str, *, seen: set[str] | None = None
             task_id,
         )
     }
-    subtasks = await store.list_subtasks(task_id)
+    subtasks = graph_order(await store.list_subtasks(task_id), row.get("plan"))
     nested_rows = await pool.fetch(
         "SELECT id, parent_subtask FROM tasks WHERE parent_subtask = ANY($1::text[])"
         " ORDER BY created_at, id",
@@ -112,7 +141,9 @@ async def add_live_progress(client: Client, node: dict[str, Any]) -> None:
         if task["status"] not in _TERMINAL:
             tasks.append(task)
         for sub in task["subtasks"]:
-            if task["status"] not in _TERMINAL and sub["status"] not in _TERMINAL:
+            # BLOCKED with a holder is an open escalation, not blocked for good.
+            if task["status"] not in _TERMINAL and (
+                    sub["status"] not in _TERMINAL or sub.get("waiting_for")):
                 subtasks.append(sub)
             for child in sub["tasks"]:
                 walk(child)
@@ -141,7 +172,10 @@ async def add_live_progress(client: Client, node: dict[str, Any]) -> None:
         view = own or from_parents.get(sub["id"])
         if view is not None:
             sub["live"] = {"status": view.status.value, "progress": view.progress,
-                           "detail": view.detail}
+                           "detail": view.detail, "waiting_for": view.waiting_for,
+                           "review_round": view.review_round,
+                           "escalation_id": view.escalation_id,
+                           "refusals": view.refusals}
 
 
 def _task_label(task: dict[str, Any]) -> str:
@@ -167,15 +201,27 @@ def _subtask_label(sub: dict[str, Any]) -> str:
         own = ("" if sub["total_tokens"] == sub["tokens"] else
                " (nested)" if not sub["tokens"] else f" ({sub['tokens']} own)")
         parts.append(f"{sub['total_tokens']} tokens{own}")
-    if sub.get("waiting_for"):
-        parts.append(f"[yellow]waiting for {escape(sub['waiting_for'])}[/]")
-    if live.get("detail"):
-        parts.append(f"[dim]{cut(live['detail'], 60)}[/]")
+    finished = status in _TERMINAL and not (
+        status == Status.BLOCKED.value and (live.get("waiting_for") or sub.get("waiting_for")))
+    waiting = None if finished else (live.get("waiting_for") or sub.get("waiting_for"))
+    if waiting:
+        what = f"waiting for {waiting}"
+        if live.get("review_round"):
+            what += f" (review round {live['review_round']})"
+        elif live.get("escalation_id") and live["escalation_id"] not in waiting:
+            what += f" (escalation {live['escalation_id']})"
+        parts.append(f"[yellow]{escape(what)}[/]")
+    detail = live.get("detail") or ""
+    if detail and not finished and not (
+            waiting and detail.startswith(("waiting for", "escalated to"))):
+        parts.append(f"[dim]{cut(detail, 60)}[/]")
     label = "  ".join(parts)
     if sub.get("fallback"):
         label += f"\n[yellow]{escape(FallbackUsed.model_validate(sub['fallback']).sentence())}[/]"
     if sub.get("error"):
         label += f"\n[red]{cut(sub['error'], 100)}[/]"
+    for refusal in (live.get("refusals") or [])[-3:]:
+        label += f"\n[magenta]refused signal: {cut(refusal, 100)}[/]"
     return label
 
 
@@ -193,7 +239,8 @@ async def cmd_tree(args: argparse.Namespace, s: Session) -> int:
     try:
         node = await load_tree(store, args.task_id)
     except NotFound as e:
-        raise Refused(f"no task {args.task_id!r} in the database") from e
+        raise Refused(f"no task {args.task_id!r} in {s.database} "
+                      "(beestown tasks lists them)") from e
     if not args.no_live and node["status"] not in _TERMINAL:
         try:
             await add_live_progress(await s.client(), node)

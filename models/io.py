@@ -48,6 +48,8 @@ class Routing(BaseModel):
     sandbox_queue: str
     tool_queue: str
     local_tools: bool = False
+    search_attributes: bool = Field(False, description="the namespace has BeesTown's search "
+                                    "attributes (see workflows/search.py): upsert them")
 
 
 class TaskInput(BaseModel):
@@ -108,6 +110,8 @@ class BeginTaskResult(BaseModel):
     max_turns: int = 12
     org: OrgPolicy = Field(default_factory=OrgPolicy)
     manager_context: str = Field("", description="who splits: role and reports' skills")
+    assignee: str | None = Field(None, description="with an org chart: who the task is given to")
+    project_id: str = Field(DEFAULT_PROJECT, description="the project the task was placed in")
 
 
 class SplitInput(BaseModel):
@@ -223,6 +227,21 @@ class SubtaskView(BaseModel):
     review_round: int | None = Field(None, description="REVIEWING: the round a verdict answers")
     escalation_id: str | None = Field(None, description="BLOCKED: the open escalation")
     refusals: list[str] = Field(default_factory=list, description="signals refused, newest last")
+    needs_person: bool = Field(False, description="REVIEWING or BLOCKED: a person's verdict or "
+                               "decision is awaited (`beestown review` / `beestown resolve`)")
+
+
+class StepStateReport(BaseModel):
+    """Signal `step_state` (step to its task): it started or stopped waiting on a person or
+    a slot, so the task's `progress` query shows QUEUED / REVIEWING / BLOCKED as they are."""
+
+    step_id: str
+    status: Status
+    detail: str = ""
+    waiting_for: str | None = None
+    review_round: int | None = None
+    escalation_id: str | None = None
+    needs_person: bool = False
 
 
 class TaskResult(BaseModel):

@@ -147,6 +147,7 @@ class AssignResult(BaseModel):
     is_manager: bool = False
     agents: list[str] = Field(default_factory=list, description="active agents, to check a "
                               "reassignment against")
+    waiting_for: str | None = Field(None, description="queued: the slot it waits for")
 
 
 class ReleaseInput(BaseModel):

@@ -288,6 +288,39 @@ def embedded_dsn(state_dir: Path) -> str:
     return uri
 
 
+class DatabaseUnreachable(Exception):
+    """PostgreSQL did not answer at the configured address; `str()` is one line for people."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"cannot reach PostgreSQL at {where}: {reason}. "
+                         "Start it or set DATABASE_URL.")
+        self.where = where
+
+
+def where(dsn: str) -> str:
+    """Where the database is, without the user or password a DSN may carry."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(dsn)
+    if not parts.hostname:
+        socket_dir = parse_qs(parts.query).get("host")
+        return f"{socket_dir[0]}{parts.path}" if socket_dir else "the configured database"
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+
+async def connect_pool(dsn: str, *, timeout_s: float = 20.0, min_size: int = 1,
+                       max_size: int = 10) -> asyncpg.Pool:
+    """`create_pool`, giving up after `timeout_s`; raises DatabaseUnreachable naming where."""
+    try:
+        return await asyncio.wait_for(
+            create_pool(dsn, min_size=min_size, max_size=max_size), timeout=timeout_s)
+    except TimeoutError as e:
+        raise DatabaseUnreachable(where(dsn), f"no answer within {timeout_s:g} s") from e
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatabaseUnreachable(where(dsn), reason) from e
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """Return a pool on `dsn` with JSON codecs, after bringing the schema up to date.
 

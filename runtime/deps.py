@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from models.usage import Price
-from runtime.db import create_pool, resolve_dsn
+from runtime.db import connect_pool, resolve_dsn
 from runtime.documents import load_org
 from runtime.llm.client import LLM
 from runtime.llm.prices import load_prices
@@ -79,7 +79,7 @@ async def open_deps(
             settings.database_url.get_secret_value() if settings.database_url else None,
             settings.state_dir,
         )
-        pool = await create_pool(dsn)
+        pool = await connect_pool(dsn)
         stack.push_async_callback(pool.close)
         sandbox, problem = (await sandbox_from(settings) if "sandbox" in settings.roles
                             else (None, None))

@@ -142,6 +142,11 @@ class OrgStore:
             change.removed = sorted(r["id"] for r in removed)
         return change
 
+    async def active_agents(self) -> int:
+        """How many agents the stored chart has (0: no chart is loaded)."""
+        return int(await self.pool.fetchval(
+            "SELECT count(*) FROM agents WHERE removed_at IS NULL AND active"))
+
     async def load_org(self) -> OrgChart:
         """Return the chart last saved (agents removed from it are left out).
 

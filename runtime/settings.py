@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     max_turns: int = Field(12, ge=1, le=200, validation_alias="BEESTOWN_MAX_TURNS")
     # The organization: an org chart file loaded into PostgreSQL at worker start.
     org_file: Path | None = Field(None, validation_alias="BEESTOWN_ORG_FILE")
-    # Use the org chart kept in PostgreSQL (implied by BEESTOWN_ORG_FILE).
-    org_enabled: bool = Field(False, validation_alias="BEESTOWN_ORG")
+    # Use the org chart kept in PostgreSQL: unset, each task uses the chart stored when it
+    # starts (`beestown org load` takes effect without a restart); 0 never, 1 always.
+    org_enabled: bool | None = Field(None, validation_alias="BEESTOWN_ORG")
     review_rounds: int = Field(2, ge=0, le=20, validation_alias="BEESTOWN_REVIEW_ROUNDS")
     escalation_timeout_s: float = Field(
         3600.0, gt=0, validation_alias="BEESTOWN_ESCALATION_TIMEOUT"
@@ -97,7 +98,8 @@ class Settings(BaseSettings):
 
     @property
     def uses_org(self) -> bool:
-        return self.org_enabled or self.org_file is not None
+        """Whether tasks may use a stored org chart (each checks at its start)."""
+        return self.org_enabled is not False or self.org_file is not None
 
     @property
     def llm_configured(self) -> bool:

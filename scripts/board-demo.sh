@@ -12,11 +12,11 @@ if [ ! -s "$STATE/board-password" ]; then
   (umask 077 && "$PY" -c "import secrets; print(secrets.token_urlsafe(12))" \
     >"$STATE/board-password")
 fi
-"$PY" cli.py user add demo --acts-for "${BEESTOWN_DEMO_ACTS_FOR:-ceo}" --replace \
+"$PY" -m cli user add demo --acts-for "${BEESTOWN_DEMO_ACTS_FOR:-ceo}" --replace \
   --password-stdin <"$STATE/board-password" >/dev/null
 
 if [ -f "$STATE/board.pid" ]; then kill "$(cat "$STATE/board.pid")" 2>/dev/null || true; fi
-nohup "$PY" cli.py web --port "$BOARD_PORT" >"$STATE/board.log" 2>&1 &
+nohup "$PY" -m cli web --port "$BOARD_PORT" >"$STATE/board.log" 2>&1 &
 echo $! >"$STATE/board.pid"
 for _ in $(seq 1 100); do
   grep -q "board: http" "$STATE/board.log" 2>/dev/null && break

@@ -10,13 +10,23 @@ PORT="${BEESTOWN_DEMO_PORT:-7233}"
 UI_PORT="${BEESTOWN_DEMO_UI_PORT:-8233}"
 PY="${PYTHON:-python}"
 
+# Kill the process a pid file names only if it is still the one we started (a pid may have
+# been reused by another program since): its command line must show what we ran.
+stop_one() {
+  local name="$1" expect="$2" pid
+  [ -f "$STATE/$name.pid" ] || return 0
+  pid="$(cat "$STATE/$name.pid")"
+  if ps -o args= -p "$pid" 2>/dev/null | grep -q -- "$expect"; then
+    kill "$pid" 2>/dev/null || true
+  else
+    echo "$name: pid $pid is no longer ours; left alone"
+  fi
+  rm -f "$STATE/$name.pid"
+}
 stop() {
-  for name in board worker temporal; do
-    if [ -f "$STATE/$name.pid" ]; then
-      kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
-      rm -f "$STATE/$name.pid"
-    fi
-  done
+  stop_one board "cli web"
+  stop_one worker "worker.py"
+  stop_one temporal "temporal server start-dev"
 }
 if [ "${1:-}" = stop ]; then stop; echo "stopped"; exit 0; fi
 
@@ -30,6 +40,8 @@ if ! temporal operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null 2
     --db-filename "$STATE/temporal.db" --log-level warn \
     --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=normal \
     --dynamic-config-value history.transferProcessorMaxPollRPS=1000 \
+    --search-attribute BeesTownStatus=Keyword --search-attribute BeesTownAssignee=Keyword \
+    --search-attribute BeesTownPriority=Keyword --search-attribute BeesTownProject=Keyword \
     >"$STATE/temporal.log" 2>&1 &
   echo $! >"$STATE/temporal.pid"
   for _ in $(seq 1 100); do
@@ -39,7 +51,7 @@ if ! temporal operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null 2
 fi
 
 # Always a fresh worker, so it runs the code in this checkout.
-if [ -f "$STATE/worker.pid" ]; then kill "$(cat "$STATE/worker.pid")" 2>/dev/null || true; fi
+stop_one worker "worker.py"
 echo "starting worker (log: $STATE/worker.log)"
 nohup "$PY" worker.py >"$STATE/worker.log" 2>&1 &
 echo $! >"$STATE/worker.pid"
@@ -53,12 +65,22 @@ done
 
 bash scripts/board-demo.sh
 
+TASK_ID="demo-$(date +%Y%m%d-%H%M%S)"
 status=0
-"$PY" starter.py --plan "${1:-examples/demo.yaml}" --wait || status=$?
+"$PY" starter.py --plan "${1:-examples/demo.yaml}" --id "$TASK_ID" --wait || status=$?
 cat <<MSG
 
-Temporal Web UI: $BEESTOWN_UI_URL (the task's history is linked above)
-Inspect it:   temporal workflow show -w <task-id> --address $TEMPORAL_ADDRESS
-Stop it all:  make stop
+Next, in a new shell, from $(pwd):
+  source .venv/bin/activate        # puts beestown, temporal and python's packages on PATH
+  export TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS BEESTOWN_STATE_DIR=$STATE BEESTOWN_UI_URL=$BEESTOWN_UI_URL
+  beestown tasks                   # what ran
+  beestown tree $TASK_ID
+  temporal workflow show -w $TASK_ID --address $TEMPORAL_ADDRESS
+Temporal Web UI: $BEESTOWN_UI_URL/namespaces/default/workflows/$TASK_ID
+The board:       http://127.0.0.1:${BEESTOWN_BOARD_PORT:-8377}/task?id=$TASK_ID  (sign in as demo; password in $STATE/board-password)
+Then the organization, with no LLM: see "The organization, step by step" in README.md
+  beestown org load examples/org-walkthrough/org.yaml
+  beestown run --plan examples/org-walkthrough/plan.yaml --wait
+Stop it all: make stop   (the worker log: $STATE/worker.log)
 MSG
 exit $status

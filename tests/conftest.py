@@ -28,6 +28,7 @@ from runtime.settings import Settings
 from runtime.tools.registry import ToolRegistry, builtin_tools
 from tests.fake_llm import FakeLLM
 from worker import Deps, build_workers, open_deps
+from workflows.search import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -38,6 +39,8 @@ DEV_SERVER_ARGS = [
     "--sqlite-pragma", "journal_mode=wal",
     "--sqlite-pragma", "synchronous=normal",
     "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
+    # BeesTown's search attributes (workflows/search.py), as the demo and compose register.
+    *(arg for key in KEYS for arg in ("--search-attribute", f"{key.name}=Keyword")),
 ]
 
 
@@ -156,6 +159,8 @@ def make_settings(tmp: Path, database_url: str, llm_url: str, address: str,
         "state_dir": tmp,
         "sandbox_backend": "local",
         "workflow_sandbox": True,
+        # The session's database is shared: a test uses an org chart only when it says so.
+        "org_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -148,12 +148,11 @@ async def test_review_of_a_subtask_not_waiting_is_refused_and_cancel_ends_the_ta
     [nap] = json.loads(out2)["subtasks"]
     assert nap["live"]["status"] == "RUNNING"  # asked the running workflow
 
-    started = datetime.now(UTC)
     rc, out, err = await cli("cancel", handle.id, "--wait", "--json",
                              settings=worker, database_url=database_url)
     assert rc == 0, out + err
+    # CANCELLED, not COMPLETED: the 30 s sleep was interrupted, not waited out.
     assert json.loads(out)["status"] == "CANCELLED"
-    assert (datetime.now(UTC) - started).total_seconds() < 20  # not after the 30 s sleep
     desc = await handle.describe()
     assert desc.status is not None
     assert desc.status.name == "CANCELED"

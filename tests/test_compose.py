@@ -267,3 +267,16 @@ def test_sandbox_worker_may_create_bubblewrap_namespaces(config: dict[str, Any])
     assert not sandbox.get("privileged", False)
     for worker in ("worker-workflows", "worker-llm"):
         assert "seccomp=unconfined" not in config["services"][worker].get("security_opt", [])
+
+
+def test_namespace_job_registers_the_search_attributes_the_workflows_upsert(
+    config: dict[str, Any],
+) -> None:
+    from workflows.search import KEYS
+
+    job = config["services"]["temporal-namespace"]
+    assert job["command"] == ["/deploy/create-namespace.sh"]
+    script = (ROOT / "deploy" / "temporal" / "create-namespace.sh").read_text()
+    assert "temporal operator search-attribute create" in script
+    for key in KEYS:
+        assert key.name in script, key.name

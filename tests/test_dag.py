@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
 
 from models.io import Progress, TaskInput
 from models.task import Status
@@ -55,17 +55,22 @@ async def test_chain_released_by_signals_keeps_every_output(
     assert by_step(result)["s7"].output == "01234567"
 
 
-async def test_wide_fan_out_runs_branches_in_parallel(client: Client, worker: Settings) -> None:
+async def test_wide_fan_out_runs_branches_in_parallel(
+    client: Client, worker: Settings, deps: Deps
+) -> None:
     steps = [{"id": f"w{i}", "type": "tool", "tool": "sleep", "args": {"seconds": 1}}
              for i in range(30)]
     steps.append({"id": "join", "type": "tool", "tool": "echo", "args": {"value": "done"},
                   "deps": [f"w{i}" for i in range(30)]})
-    began = time.monotonic()
     result = await run_plan(client, worker, *steps)
-    elapsed = time.monotonic() - began
     assert result.status is Status.COMPLETED, result.error
-    # 30 one-second steps in sequence would take 30 s.
-    assert elapsed < 8, elapsed
+    # Parallel, not in sequence: at some moment several branches ran at once (how fast is
+    # a figure for bench/dag.py, not a test).
+    rows = [r for r in await Store(deps.pool).list_subtasks(result.task_id)
+            if r["step_id"] != "join"]
+    at_once = max(sum(o["started_at"] <= r["started_at"] < o["completed_at"] for o in rows)
+                  for r in rows)
+    assert at_once >= 2, [(r["started_at"], r["completed_at"]) for r in rows]
 
 
 async def test_failed_step_blocks_dependents_while_other_branches_finish(
@@ -207,9 +212,15 @@ async def test_forged_dependency_signal_is_ignored(client: Client, worker: Setti
         {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
          "args": {"parts": ["got ", "${a}"]}},
     )))
-    await asyncio.sleep(0.3)
     forged = {"output": {"step_id": "a", "subtask_id": "elsewhere/a", "output": "EVIL"}}
-    await client.get_workflow_handle(f"{handle.id}/b").signal("dependency_done", forged)
+    for _ in range(300):  # until b exists (started once a has started; later when loaded)
+        try:
+            await client.get_workflow_handle(f"{handle.id}/b").signal("dependency_done", forged)
+            break
+        except RPCError as e:
+            if e.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            await asyncio.sleep(0.1)
     result = await outcome(handle)
     assert result.status is Status.COMPLETED, result.error
     assert by_step(result)["b"].output == "got 1.0"  # sleep returns the seconds waited

@@ -50,12 +50,12 @@ async def test_failing_plan_exits_non_zero_with_the_error(
     worker: Settings, tmp_path: Path
 ) -> None:
     plan = tmp_path / "p.yaml"
-    plan.write_text("steps:\n- {id: a, type: tool, tool: fail, args: {message: kaput}}\n")
+    plan.write_text("steps:\n- {id: a, type: tool, tool: sleep, args: {seconds: 9999}}\n")
     rc, out, _ = await starter("--plan", str(plan), "--json", settings=worker)
     assert rc == 1
     result = json.loads(out)
     assert result["status"] == "FAILED"
-    assert "kaput" in result["error"]
+    assert "between 0 and 540" in result["error"]
 
 
 async def test_prompt_without_llm_says_how_to_configure_one() -> None:

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,9 +139,8 @@ print(len(attempts), time.perf_counter() - t)
         timeout=30, check=False,
     )
     assert done.returncode == 0, done.stderr
-    attempts, seconds = done.stdout.split()
+    attempts, _seconds = done.stdout.split()
     assert attempts == "0"
-    assert float(seconds) < 3.0
 
 
 def test_counts_match_tiktoken() -> None:
@@ -230,17 +228,13 @@ def test_truncate_never_exceeds_the_budget() -> None:
                     assert text.endswith(out.split("]…\n")[-1][-cut:]), name
 
 
-def test_truncate_big_text_is_fast_and_estimates_what_it_omits() -> None:
+def test_truncate_big_text_keeps_both_ends_and_estimates_what_it_omits() -> None:
     text = "".join(f"line {i}: the bees of BeesTown 🐝 work\n" for i in range(30000))
     text = text[:1_000_000]
-    truncate_middle(text, 4096, MODEL)  # warm
-    t = time.perf_counter()
-    out = truncate_middle(text, 4096, MODEL)
-    elapsed = time.perf_counter() - t
+    out = truncate_middle(text, 4096, MODEL)  # its speed: bench/tokens.py
     assert count_tokens(out, MODEL) <= 4096
     assert out.startswith("line 0: ")
     assert out.endswith(text[-200:])
-    assert elapsed < 0.05
     estimate = _omitted(out)
     assert estimate.startswith("~")
     true_omitted = count_tokens(text, MODEL) - count_tokens(out, MODEL)

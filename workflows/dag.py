@@ -166,15 +166,32 @@ class Dag:
             task_timeout=policies.CHILD_TASK_TIMEOUT,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"{step.type.value}: {step.title or step.id}",
+            static_details=self._details(step),
             # Busy clusters serve urgent work first; the child's activities inherit it.
             priority=Priority(priority_key=temporal_priority_key(self.scores[step_id])),
         )
+
+    def _details(self, step: PlanStep) -> str:
+        """What the Web UI shows of a step beside its summary (markdown)."""
+        org = self.begin.org
+        lines = [f"**{step.title or step.id}**", "",
+                 f"- task: {self.task_id}", f"- step: {step.id} ({step.type.value})",
+                 f"- priority: {step.priority.value}"]
+        if step.deps:
+            lines.append(f"- after: {', '.join(step.deps)}")
+        if org.enabled:
+            lines.append(f"- assignee: {step.assignee or 'chosen by skills and load'}"
+                         + (f" (skills: {', '.join(step.skills)})" if step.skills else ""))
+            lines.append("- reviewer: " + (org.reviewer or "the assignee's manager"))
+        if step.description:
+            lines += ["", step.description[:500]]
+        return "\n".join(lines)
 
     def _on_success(
         self, step_id: str, output: StepOutput | None, delivered: list[str], metrics: Metrics
     ) -> None:
         view = self.views[step_id]
-        view.status = Status.COMPLETED
+        view.status, view.progress = Status.COMPLETED, 1.0
         if output is None:  # a completed child always returns one; be safe on old histories
             output = StepOutput(step_id=step_id, subtask_id=view.id)
         view.output, view.truncated = output.output, output.truncated

@@ -26,12 +26,13 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         SavePlanInput,
         SplitInput,
+        StepStateReport,
         SubtaskView,
         TaskInput,
         TaskResult,
     )
     from models.task import Metrics, Status
-    from workflows import policies
+    from workflows import policies, search
     from workflows.dag import Dag
     from workflows.failures import failure_message
     from workflows.subtask import child_id
@@ -45,25 +46,47 @@ class TaskWorkflow:
         self._status = Status.PENDING
         self._error: str | None = None
         self._views: dict[str, SubtaskView] = {}
+        self._waits: dict[str, StepStateReport] = {}  # by step id: the latest wait reported
         self._metrics = Metrics()
         self._dag: Dag | None = None
         self._begun = False
+        self._title = ""
+        self._searchable = False  # the namespace has BeesTown's search attributes
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
+        views = [self._shown(v) for v in self._views.values()]
         counts: dict[str, int] = {}
-        for v in self._views.values():
+        for v in views:
             counts[v.status.value] = counts.get(v.status.value, 0) + 1
-        done = [1.0 if v.status is Status.COMPLETED else v.progress
-                for v in self._views.values()]
+        done = [1.0 if v.status is Status.COMPLETED else v.progress for v in views]
         return Progress(
             task_id=workflow.info().workflow_id,
             status=self._status,
             percent=round(100 * sum(done) / len(done), 1) if done else 0.0,
             counts=counts,
-            subtasks=list(self._views.values()),
+            subtasks=views,
             error=self._error,
         )
+
+    @workflow.signal(name="step_state")
+    def step_state(self, report: StepStateReport) -> None:
+        """A step started or stopped waiting (QUEUED, REVIEWING, BLOCKED, RUNNING again).
+
+        Kept beside the DAG's own view (for which BLOCKED means blocked for good by a
+        failed dependency) and laid over it by the `progress` query while the step runs."""
+        if report.step_id in self._views:
+            self._waits[report.step_id] = report
+
+    def _shown(self, view: SubtaskView) -> SubtaskView:
+        """The step as people should see it: waiting on whom, while it is not finished."""
+        wait = self._waits.get(view.step_id)
+        if wait is None or view.status.terminal or wait.status is Status.RUNNING:
+            return view
+        return view.model_copy(update={
+            "status": wait.status, "detail": wait.detail, "waiting_for": wait.waiting_for,
+            "review_round": wait.review_round, "escalation_id": wait.escalation_id,
+            "needs_person": wait.needs_person})
 
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskResult:
@@ -72,6 +95,7 @@ class TaskWorkflow:
             raise ApplicationError(
                 f"task id {task_id!r} must not contain '/': subtask ids are "
                 "'<task-id>/<step-id>'", type=errors.INVALID_TASK_ID, non_retryable=True)
+        self._title = inp.title
         try:
             return await self._run(task_id, inp)
         except asyncio.CancelledError:
@@ -94,6 +118,9 @@ class TaskWorkflow:
             retry_policy=policies.STORE_RETRY,
         )
         self._begun = True
+        self._searchable = begin.routing.search_attributes
+        search.publish(self._searchable, status=Status.PENDING.value, assignee=begin.assignee,
+                       priority=inp.priority.value, project=begin.project_id)
         if inp.plan is not None:
             if begin.plan_errors:
                 await self._fail("invalid plan: " + "; ".join(begin.plan_errors),
@@ -101,6 +128,7 @@ class TaskWorkflow:
             plan = inp.plan
         else:
             self._status = Status.SPLITTING
+            search.publish(self._searchable, status=self._status.value)
             try:
                 split = await workflow.execute_activity_method(
                     LLMActivities.split_task,
@@ -133,6 +161,7 @@ class TaskWorkflow:
             retry_policy=policies.STORE_RETRY,
         )
         self._status = Status.RUNNING
+        search.publish(self._searchable, status=self._status.value)
         self._dag = Dag(task_id, plan, begin, views=self._views, metrics=self._metrics)
         await self._dag.run()
 
@@ -161,10 +190,12 @@ class TaskWorkflow:
         return result
 
     async def _finish(self) -> TaskResult:
+        search.publish(self._searchable, status=self._status.value)
         result = TaskResult(
             task_id=workflow.info().workflow_id,
             status=self._status,
             error=self._error,
+            title=self._title,
             subtasks=list(self._views.values()),
             metrics=self._metrics,
         )

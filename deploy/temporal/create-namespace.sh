@@ -1,6 +1,8 @@
 #!/bin/sh
-# Register the namespace the workers use; the server no longer creates one itself.
-# Idempotent: an existing namespace is left as it is (retention included).
+# Register the namespace the workers use (the server no longer creates one itself) and
+# BeesTown's search attributes in it (workflows/search.py: an unregistered one would fail
+# every workflow task that upserts it). Idempotent: an existing namespace is left as it
+# is (retention included), existing attributes too.
 set -eu
 
 : "${TEMPORAL_ADDRESS:?}" "${TEMPORAL_NAMESPACE:?}"
@@ -25,3 +27,15 @@ else
     --namespace "$TEMPORAL_NAMESPACE" --retention "$retention"
   echo "namespace: $TEMPORAL_NAMESPACE created (retention $retention)"
 fi
+
+# Keep in step with workflows/search.py.
+for name in BeesTownStatus BeesTownAssignee BeesTownPriority BeesTownProject; do
+  if temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" \
+      --namespace "$TEMPORAL_NAMESPACE" 2>/dev/null | grep -q "$name"; then
+    echo "search attribute: $name exists"
+  else
+    temporal operator search-attribute create --address "$TEMPORAL_ADDRESS" \
+      --namespace "$TEMPORAL_NAMESPACE" --name "$name" --type Keyword
+    echo "search attribute: $name created"
+  fi
+done

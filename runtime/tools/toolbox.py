@@ -99,6 +99,15 @@ def as_toolbox(tools: ToolRegistry) -> Toolbox:
 _REF = re.compile(r"^\$\{([A-Za-z0-9][A-Za-z0-9_.-]*)\}$")
 
 
+def references(args: Any) -> list[str]:
+    """Return the step ids that "${step_id}" arguments in `args` name, in order."""
+    if isinstance(args, str):
+        m = _REF.match(args)
+        return [m.group(1)] if m else []
+    values = args.values() if isinstance(args, dict) else args if isinstance(args, list) else []
+    return [ref for v in values for ref in references(v)]
+
+
 def substitute_inputs(args: Any, inputs: dict[str, Any]) -> Any:
     """Replace every argument string of the form "${step_id}" by that step's output."""
     if isinstance(args, str):

@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import ACTIVITY_FAILURES, failure_message
     from workflows.subtask.outcomes import WORK_AGAIN, Done, ReplanFailed, Trouble, WorkAgain
     from workflows.subtask.slots import Slots
-    from workflows.subtask.state import Records, StepState
+    from workflows.subtask.state import Records, StepState, tell_parent
     from workflows.subtask.work import Work
 
 
@@ -101,11 +101,14 @@ class Ladder:
             state = self._state
             state.status, state.detail = Status.BLOCKED, f"escalated to {holder}"
             state.waiting_for, state.escalation_id = holder, esc.id
+            policy = self._slots.people.policies.get(holder, ReviewPolicy.HUMAN)
+            state.needs_person = policy is ReviewPolicy.HUMAN or (
+                policy is ReviewPolicy.AUTO and top)
+            await tell_parent(inp, state)
             await workflow.execute_activity_method(
                 OrgActivities.record_escalation, EscalationRequest(escalation=esc),
                 start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY,
             )
-            policy = self._slots.people.policies.get(holder, ReviewPolicy.HUMAN)
             decision: ResolveEscalation | None = None
             if policy is ReviewPolicy.LLM:
                 decision = await self._ask_model(esc)
@@ -126,6 +129,9 @@ class Ladder:
                 level += 1  # an 'auto' manager passes trouble up
                 continue
             if decision is None:
+                if not state.needs_person:  # the model passed: a person decides
+                    state.needs_person = True
+                    await tell_parent(inp, state)
                 try:
                     await workflow.wait_condition(
                         lambda: self._decision is not None,
@@ -141,7 +147,7 @@ class Ladder:
                 continue
             self.open = None
             self._decision = None
-            state.waiting_for, state.escalation_id = None, None
+            state.waiting_for, state.escalation_id, state.needs_person = None, None, False
             await workflow.execute_activity_method(
                 OrgActivities.close_escalation,
                 CloseEscalation(escalation_id=esc.id, decision=decision),
@@ -197,6 +203,7 @@ class Ladder:
             return WORK_AGAIN
         me = workflow.info().workflow_id
         state.status, state.detail = Status.RUNNING, f"running {decision.by}'s new plan"
+        await tell_parent(inp, state)
         task = TaskInput(plan=plan, title=f"replan of {inp.step.id}", parent_subtask=me,
                          assignee=decision.by, depth=inp.org.depth + 1,
                          token_budget=inp.budgets.task_tokens)

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from runtime.documents import describe
     from workflows import policies
     from workflows.subtask.slots import Slots
-    from workflows.subtask.state import Records, StepState
+    from workflows.subtask.state import Records, StepState, tell_parent
 
 
 class Review:
@@ -63,6 +63,8 @@ class Review:
         # Open before the store announces REVIEWING: a verdict sent on its word is taken.
         self.awaiting = by_person
         state.waiting_for, state.review_round = people.reviewer, self.round
+        state.needs_person = by_person
+        await tell_parent(self._inp, state)
         await self._records.note("review_requested", status=Status.REVIEWING,
                                  waiting_for=people.reviewer, data={"round": self.round})
         verdict: ReviewInput | None
@@ -83,7 +85,7 @@ class Review:
             await workflow.wait_condition(lambda: self._verdict is not None)
             self.awaiting = False
             verdict, self._verdict = self._verdict, None
-        state.waiting_for, state.review_round = None, None
+        state.waiting_for, state.review_round, state.needs_person = None, None, False
         if verdict is None:  # the wait above only ends with one
             raise ApplicationError("review ended without a verdict", non_retryable=True)
         await self._records.note(f"review_{verdict.decision.value}", data={

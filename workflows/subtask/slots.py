@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from models.review import AssignInput, People, ReleaseInput
     from models.task import Status
     from workflows import policies
-    from workflows.subtask.state import StepState
+    from workflows.subtask.state import StepState, tell_parent
 
 
 class Slots:
@@ -59,11 +59,14 @@ class Slots:
             if not got.org:
                 return None
             if got.agent_id is not None:
+                self._state.waiting_for = None
                 self.people = got.people
                 self.agents = got.agents
                 self.assignee_is_manager = got.is_manager
                 return got.agent_id
             self._state.status, self._state.detail = Status.QUEUED, got.reason
+            self._state.waiting_for = got.waiting_for
+            await tell_parent(inp, self._state)
             # Woken by a finishing subtask's slot; asked again anyway now and then.
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self.woken,

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.org import OrgActivities
     from activities.steps import SubtaskActivities
-    from models.io import FailSubtaskInput, StepOutput, SubtaskInput, SubtaskView
+    from models.io import (
+        FailSubtaskInput,
+        StepOutput,
+        StepStateReport,
+        SubtaskInput,
+        SubtaskView,
+    )
     from models.review import NoteInput
     from models.task import Status
-    from workflows import policies
+    from workflows import policies, search
+    from workflows.delivery import finish_despite_cancel
 
 
 # The `progress` query shows this many of the latest refused signals.
 REFUSALS_SHOWN = 10
+
+# Patch (workflow.patched): a step tells its task when it starts or stops waiting (on a
+# slot, a reviewer, an escalation holder); histories recorded before it send nothing.
+REPORT_WAITS = "report-waits-to-parent"
+
+# The states in which a step waits on someone; the task's query shows them as they are.
+WAITING = frozenset({Status.QUEUED, Status.REVIEWING, Status.BLOCKED})
 
 
 @dataclass
@@ -34,7 +50,10 @@ class StepState:
     waiting_for: str | None = None  # the person or agent it waits for, when it waits
     review_round: int | None = None  # the review round open now
     escalation_id: str | None = None  # the escalation open now
+    needs_person: bool = False  # a person's verdict or decision is awaited now
     refusals: list[str] = field(default_factory=list)  # signals refused, newest last
+    told: tuple[object, ...] | None = None  # the last state reported to the task
+    published: str | None = None  # the status last upserted as a search attribute
 
     def progress(self, fraction: float, detail: str) -> None:
         self.fraction, self.detail = fraction, detail
@@ -52,8 +71,55 @@ class StepState:
             waiting_for=self.waiting_for,
             review_round=self.review_round,
             escalation_id=self.escalation_id,
+            needs_person=self.needs_person,
             refusals=list(self.refusals[-REFUSALS_SHOWN:]),
         )
+
+    def report(self) -> StepStateReport:
+        return StepStateReport(
+            step_id=self.step_id, status=self.status, detail=self.detail,
+            waiting_for=self.waiting_for, review_round=self.review_round,
+            escalation_id=self.escalation_id, needs_person=self.needs_person)
+
+
+def show_in_search(inp: SubtaskInput, state: StepState, *, assignee: str | None = None
+                   ) -> None:
+    """Upsert the step's status (and a new assignee) as search attributes, on a change."""
+    if state.status.value == state.published and not assignee:
+        return
+    state.published = state.status.value
+    search.publish(inp.routing.search_attributes, status=state.status.value,
+                   assignee=assignee, priority=inp.step.priority.value)
+
+
+async def tell_parent(inp: SubtaskInput, state: StepState) -> None:
+    """Signal the task that this step started, changed or stopped waiting on someone.
+
+    Only with an org chart (nothing waits without one), only on a change, and only when
+    a waiting state begins or ends: a step that never waits sends nothing. The send is
+    awaited (a signal sent in the task that completes the workflow is never delivered)
+    and not cut short by a cancellation (see `workflows.delivery`), which is re-raised
+    once it is out."""
+    show_in_search(inp, state)
+    parent = workflow.info().parent
+    if not inp.org.enabled or parent is None:
+        return
+    report = state.report()
+    key = (report.status, report.waiting_for, report.review_round, report.escalation_id,
+           report.needs_person)
+    was_waiting = state.told is not None and state.told[0] in WAITING
+    if key == state.told or not (report.status in WAITING or was_waiting):
+        return
+    if not workflow.patched(REPORT_WAITS):
+        return
+    state.told = key
+    handle = workflow.get_external_workflow_handle(parent.workflow_id)
+    try:
+        _, cancelled = await finish_despite_cancel(handle.signal("step_state", report))
+    except FailureError:
+        return  # the task is gone; nobody is left to tell
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 class Records:
@@ -100,6 +166,7 @@ class Records:
         await self._end(Status.CANCELLED, "cancelled")
 
     async def _end(self, status: Status, error: str) -> None:
+        show_in_search(self._inp, self._state)
         await workflow.execute_activity_method(
             SubtaskActivities.fail_subtask,
             FailSubtaskInput(task_id=self._inp.task_id,

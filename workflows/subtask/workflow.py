@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.subtask.outcomes import Done, Result, Trouble
     from workflows.subtask.review import Review
     from workflows.subtask.slots import Slots
-    from workflows.subtask.state import Records, StepState
+    from workflows.subtask.state import Records, StepState, show_in_search, tell_parent
     from workflows.subtask.work import Work
 
 
@@ -135,6 +135,8 @@ class SubtaskWorkflow:
         while True:
             agent = await self._slots.acquire()
             self._state.status = Status.RUNNING
+            show_in_search(inp, self._state, assignee=agent)
+            await tell_parent(inp, self._state)  # no longer queued, reviewed or blocked
             run = self._work.next_run(agent_id=agent, feedback=self._review.feedback,
                                       inputs={d: self._inputs[d] for d in step.deps})
             result: Result = await self._work.attempt(run)
@@ -164,6 +166,7 @@ class SubtaskWorkflow:
         interrupts the release (see `workflows.delivery`); the step completes."""
         self._state.output = outcome.output
         self._state.status = Status.COMPLETED
+        show_in_search(self._inp, self._state)
         result, cancelled = await finish_despite_cancel(self._report_and_release(outcome))
         if cancelled:
             workflow.logger.info("%s was cancelled after it completed; it stays completed",
