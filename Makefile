@@ -33,14 +33,20 @@ demo: setup
 stop:
 	bash scripts/demo.sh stop
 
+# What people read (docs, messages, help) is spell-checked; `te` is a variable name.
+SPELLED := README.md board cli runtime activities workflows models scripts examples \
+           worker.py starter.py client.py
+
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/codespell -L te $(SPELLED)
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/codespell -L te $(SPELLED)
 
 bench: setup
 	$(BIN)/python bench/dag.py
