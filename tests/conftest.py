@@ -193,6 +193,17 @@ def human_org(tmp: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
+async def running_workers(client: Client, settings: Settings, deps: Deps
+                          ) -> AsyncIterator[Settings]:
+    """Run this process's workers, with `settings` over `deps`, for the block; yield the
+    settings."""
+    async with contextlib.AsyncExitStack() as stack:
+        for w in build_workers(client, settings, deps):
+            await stack.enter_async_context(w)
+        yield settings
+
+
+@contextlib.asynccontextmanager
 async def org_workers(client: Client, deps: Deps, database_url: str, llm: FakeLLM,
                       tmp: Path, *, human: bool = True, **over: Any
                       ) -> AsyncIterator[Settings]:
@@ -202,9 +213,7 @@ async def org_workers(client: Client, deps: Deps, database_url: str, llm: FakeLL
     await OrgStore(deps.pool).save_org(load_org(org_file))
     settings = make_settings(tmp, database_url, llm.base_url, temporal_address(client),
                              org_enabled=True, **over)
-    async with contextlib.AsyncExitStack() as stack:
-        for w in build_workers(client, settings, deps):
-            await stack.enter_async_context(w)
+    async with running_workers(client, settings, deps):
         yield settings
 
 
@@ -220,7 +229,5 @@ async def org_worker(
 @pytest_asyncio.fixture
 async def worker(client: Client, settings: Settings, deps: Deps) -> AsyncIterator[Settings]:
     """Run this process's workers on the test's own task queue; yields their settings."""
-    async with contextlib.AsyncExitStack() as stack:
-        for w in build_workers(client, settings, deps):
-            await stack.enter_async_context(w)
+    async with running_workers(client, settings, deps):
         yield settings

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from models.io import Progress, TaskInput
+from models.io import TaskInput
 from models.task import Status
 from runtime.settings import Settings
 from runtime.store import Store
@@ -38,8 +38,15 @@ from tests.conftest import org_workers
 from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_agent import call
-from tests.test_organization import plan, referee, wait_for_status
-from tests.test_organization_edges import held
+from tests.test_dag import BAD_BRANCH, CANCELLABLE, DIAMOND, wait_until_running
+from tests.test_organization import (
+    BACKUP,
+    delegation,
+    referee,
+    start_two_for_the_writer,
+    wait_for_status,
+)
+from tests.test_organization_edges import start_running_and_queued
 from tests.test_replay import SHAPES, file_name, started_children, workflow_id_of
 from worker import Deps
 
@@ -103,15 +110,8 @@ async def record(client: Client, out: Path, shape: str, *task_ids: str) -> list[
 
 async def test_diamond(client: Client, worker: Settings, record_dir: Path) -> None:
     """test_dag.test_diamond_passes_outputs_along_edges"""
-    handle = await start_task(client, worker, TaskInput(plan=plan_of(
-        {"id": "a", "type": "tool", "tool": "echo", "args": {"value": "A"}},
-        {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
-         "args": {"parts": ["${a}", "b"]}},
-        {"id": "c", "type": "tool", "tool": "concat", "deps": ["a"],
-         "args": {"parts": ["${a}", "c"]}},
-        {"id": "d", "type": "tool", "tool": "concat", "deps": ["b", "c"],
-         "args": {"parts": ["${b}", "+", "${c}"]}},
-    )), task_id="hist-diamond")
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(*DIAMOND)),
+                              task_id="hist-diamond")
     result = await outcome(handle)
     assert result.status is Status.COMPLETED, result.error
     assert by_step(result)["d"].output == "Ab+Ac"
@@ -147,17 +147,8 @@ async def test_wide_fan_out(client: Client, worker: Settings, record_dir: Path) 
 
 async def test_failure_blocked(client: Client, worker: Settings, record_dir: Path) -> None:
     """test_dag.test_failed_step_blocks_dependents_while_other_branches_finish"""
-    handle = await start_task(client, worker, TaskInput(plan=plan_of(
-        {"id": "bad", "type": "tool", "tool": "fail", "args": {"message": "no luck"}},
-        {"id": "after", "type": "tool", "tool": "echo", "deps": ["bad"], "args": {"value": 1}},
-        {"id": "later", "type": "tool", "tool": "echo", "deps": ["after"],
-         "args": {"value": 2}},
-        {"id": "joined", "type": "tool", "tool": "echo", "deps": ["bad", "other"],
-         "args": {"value": 3}},
-        {"id": "other", "type": "tool", "tool": "sleep", "args": {"seconds": 0.5}},
-        {"id": "other2", "type": "tool", "tool": "echo", "deps": ["other"],
-         "args": {"value": 4}},
-    )), task_id="hist-failure")
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(*BAD_BRANCH)),
+                              task_id="hist-failure")
     result = await outcome(handle)
     assert result.status is Status.FAILED
     steps = by_step(result)
@@ -174,17 +165,9 @@ async def test_cancel(
 ) -> None:
     """test_dag.test_child_cancelled_from_outside_blocks_its_dependents_and_ends_the_task
     and test_organization_edges.test_cancelling_a_task_frees_running_and_queued_slots"""
-    one = await start_task(client, worker, TaskInput(plan=plan_of(
-        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 30}},
-        {"id": "b", "type": "tool", "tool": "echo", "deps": ["a"], "args": {"value": 1}},
-        {"id": "m", "type": "tool", "tool": "echo", "deps": ["a", "x"], "args": {"value": 2}},
-        {"id": "x", "type": "tool", "tool": "echo", "args": {"value": 3}},
-    )), task_id="hist-cancel-step")
-    for _ in range(100):
-        p = await one.query("progress", result_type=Progress)
-        if {s.step_id: s.status for s in p.subtasks}.get("a") is Status.RUNNING:
-            break
-        await asyncio.sleep(0.05)
+    one = await start_task(client, worker, TaskInput(plan=plan_of(*CANCELLABLE)),
+                           task_id="hist-cancel-step")
+    await wait_until_running(one, "a")
     await client.get_workflow_handle(f"{one.id}/a").cancel()
     result = await asyncio.wait_for(outcome(one), timeout=20)
     assert result.status is Status.FAILED
@@ -192,16 +175,7 @@ async def test_cancel(
     assert by_step(result)["m"].status is Status.BLOCKED
 
     async with org_workers(client, deps, database_url, llm, tmp_path) as s:
-        two = await start_task(client, s, TaskInput(plan=plan_of(
-            {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 20},
-             "assignee": "writer"},
-            {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
-             "assignee": "writer"}), assignee="research-lead"), task_id="hist-cancel-task")
-        for _ in range(100):
-            if {r["state"] for r in await held(deps, two.id)} == {"running", "queued"}:
-                break
-            await asyncio.sleep(0.1)
-        assert {r["state"] for r in await held(deps, two.id)} == {"running", "queued"}
+        two = await start_running_and_queued(client, s, deps, task_id="hist-cancel-task")
         await two.cancel()
         result = await asyncio.wait_for(outcome(two), 30)
         assert result.status is Status.CANCELLED
@@ -269,9 +243,7 @@ async def test_escalation_replan(
         {"id": "use", "type": "tool", "tool": "concat", "deps": ["lookup"],
          "args": {"parts": ["got ", "${lookup}"]}, "assignee": "searcher"}),
         assignee="research-lead"), task_id="hist-escalation")
-    backup = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
-                         "args": {"value": "facts from the backup"}}]}
-    async with playing_people(client, deps, handle.id, replan=backup) as log:
+    async with playing_people(client, deps, handle.id, replan=BACKUP) as log:
         await wait_for_status(Store(deps.pool), f"{handle.id}/lookup", "BLOCKED")
         result = await asyncio.wait_for(outcome(handle), timeout=60)
     assert result.status is Status.COMPLETED, (result.error, log)
@@ -284,33 +256,9 @@ async def test_delegation_two_levels(
     client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps, record_dir: Path
 ) -> None:
     """test_organization.test_delegation_review_and_escalation_through_the_example_org"""
-    llm.script_for("Compare the numbers with the facts", Scripted(plan(
-        {"id": "analysis", "type": "write", "title": "Crunch the numbers",
-         "description": "numbers work", "skills": ["python", "data"],
-         "assignee": "eng-lead"},
-        {"id": "facts", "type": "search", "title": "Gather facts", "description": "facts work",
-         "skills": ["search"], "assignee": "research-lead"},
-        {"id": "report", "type": "write", "title": "Write the report",
-         "description": "report work", "deps": ["analysis", "facts"],
-         "skills": ["writing"], "assignee": "research-lead"})))
-    llm.script_for("numbers work", Scripted(plan(
-        {"id": "crunch", "type": "code", "code": "print(sum(range(10)))",
-         "skills": ["data"], "assignee": "data-eng"})))
-    llm.script_for("facts work", Scripted(plan(
-        {"id": "lookup", "type": "tool", "tool": "fail", "args": {"message": "source down"},
-         "skills": ["search"], "assignee": "searcher"})))
-    llm.script_for("report work", Scripted(plan(
-        {"id": "draft", "type": "write", "description": "draft it", "skills": ["writing"],
-         "assignee": "writer"})))
-    llm.script_for("add the numbers", "Report v2: the sum is 45.")
-    llm.script_for("draft it", "Report v1.")
-    handle = await start_task(client, org_worker, TaskInput(
-        prompt="Compare the numbers with the facts and report", creator="alice"),
-        task_id="hist-delegation")
-    backup = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
-                         "args": {"value": "facts from the backup"}}]}
+    handle = await start_task(client, org_worker, delegation(llm), task_id="hist-delegation")
     async with playing_people(client, deps, handle.id, reject_once="draft",
-                              replan=backup) as log:
+                              replan=BACKUP) as log:
         result = await asyncio.wait_for(outcome(handle), timeout=90)
     assert result.status is Status.COMPLETED, (result.error, log)
     assert by_step(result)["report"].output == "Report v2: the sum is 45."
@@ -324,21 +272,8 @@ async def test_queued_capacity(
     client: Client, org_worker: Settings, deps: Deps, record_dir: Path
 ) -> None:
     """test_organization.test_work_waits_queued_until_its_agent_has_room"""
-    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
-        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
-         "assignee": "writer"},
-        {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
-         "assignee": "writer"}), assignee="research-lead"), task_id="hist-queued")
-    store = Store(deps.pool)
-    seen_queued = False
-    for _ in range(100):
-        rows = await store.pool.fetch(
-            "SELECT status, waiting_for FROM subtasks WHERE task_id = $1", handle.id)
-        if any(r["status"] == "QUEUED" and "writer" in (r["waiting_for"] or "") for r in rows):
-            seen_queued = True
-            break
-        await asyncio.sleep(0.05)
-    assert seen_queued
+    handle = await start_two_for_the_writer(client, org_worker, Store(deps.pool),
+                                            task_id="hist-queued")
     async with playing_people(client, deps, handle.id):
         result = await asyncio.wait_for(outcome(handle), timeout=30)
     assert result.status is Status.COMPLETED, result.error

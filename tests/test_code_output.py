@@ -6,7 +6,6 @@ among them) made the result write fail and the code run again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,24 +21,22 @@ from runtime.sandbox import SandboxFactory
 from runtime.settings import Settings
 from runtime.storable import NUL_SIGN
 from runtime.store import Store
-from tests.conftest import make_settings, temporal_address
+from tests.conftest import make_settings, running_workers, temporal_address
 from tests.fake_llm import FakeLLM
 from tests.helpers import outcome, plan_of, start_task
-from worker import Deps, build_workers
+from worker import Deps
 
 MiB = 1024 * 1024
 
 
-async def run_code(client: Client, settings: Settings, code: str) -> str:
-    """Run one code step to completion; return the task id."""
+async def run_code(
+    client: Client, settings: Settings, deps: Deps, code: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one code step to completion; return its subtask row and its artifacts by name."""
     result = await outcome(await start_task(client, settings, TaskInput(plan=plan_of(
         {"id": "c", "type": "code", "code": code}))))
     assert result.status is Status.COMPLETED, result.error
-    return result.task_id
-
-
-async def row_and_blobs(deps: Deps, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    row = (await Store(deps.pool).list_subtasks(task_id))[0]
+    row = (await Store(deps.pool).list_subtasks(result.task_id))[0]
     blobs = {a["name"]: a for a in row["result"]["artifacts"]}
     return row, blobs
 
@@ -48,10 +45,9 @@ async def test_22_mb_of_stdout_keeps_head_and_tail_and_the_whole_as_an_artifact(
     client: Client, worker: Settings, deps: Deps
 ) -> None:
     body = "0123456789" * 2_200_000
-    task_id = await run_code(
-        client, worker, f"import sys\nsys.stdout.write('START\\n' + {body[:10]!r} * 2_200_000"
+    row, artifacts = await run_code(
+        client, worker, deps, f"import sys\nsys.stdout.write('START\\n' + {body[:10]!r} * 2_200_000"
         " + '\\nEND\\n')")
-    row, artifacts = await row_and_blobs(deps, task_id)
     result = row["result"]
     written = ("START\n" + body + "\nEND\n").encode()
     assert result["truncated"] is True
@@ -71,9 +67,8 @@ async def test_22_mb_of_stdout_keeps_head_and_tail_and_the_whole_as_an_artifact(
 async def test_raw_binary_stdout_is_decoded_with_replacement_and_kept_as_bytes(
     client: Client, worker: Settings, deps: Deps
 ) -> None:
-    task_id = await run_code(
-        client, worker, "import sys\nsys.stdout.buffer.write(bytes(range(256)) * 4096)")
-    row, artifacts = await row_and_blobs(deps, task_id)
+    row, artifacts = await run_code(
+        client, worker, deps, "import sys\nsys.stdout.buffer.write(bytes(range(256)) * 4096)")
     result = row["result"]
     assert result["truncated"] is True
     assert result["stdout"].startswith(NUL_SIGN + "\x01\x02")
@@ -85,10 +80,9 @@ async def test_raw_binary_stdout_is_decoded_with_replacement_and_kept_as_bytes(
     assert row["attempts"] == 1
 
     # Short binary output is whole inline (decoded) and kept as bytes, not `truncated`.
-    task_id = await run_code(
-        client, worker, "import sys\nsys.stdout.buffer.write(b'ok\\xff\\x00!')\n"
+    row, artifacts = await run_code(
+        client, worker, deps, "import sys\nsys.stdout.buffer.write(b'ok\\xff\\x00!')\n"
         "sys.stderr.buffer.write(b'\\xfe')")
-    row, artifacts = await row_and_blobs(deps, task_id)
     assert row["result"]["truncated"] is False
     assert row["result"]["stdout"] == f"ok\ufffd{NUL_SIGN}!"
     assert row["result"]["stderr"] == "\ufffd"
@@ -99,8 +93,7 @@ async def test_raw_binary_stdout_is_decoded_with_replacement_and_kept_as_bytes(
 async def test_short_text_output_keeps_no_stream_artifact(
     client: Client, worker: Settings, deps: Deps
 ) -> None:
-    task_id = await run_code(client, worker, "print('hello')")
-    row, artifacts = await row_and_blobs(deps, task_id)
+    row, artifacts = await run_code(client, worker, deps, "print('hello')")
     assert row["result"]["truncated"] is False
     assert artifacts == {}
 
@@ -117,17 +110,14 @@ async def capped_worker(
     factory = SandboxFactory.from_settings(settings)
     assert factory.limits.raw_output_bytes == MiB
     capped = dataclasses.replace(deps, sandbox=factory)
-    async with contextlib.AsyncExitStack() as stack:
-        for w in build_workers(client, settings, capped):
-            await stack.enter_async_context(w)
+    async with running_workers(client, settings, capped):
         yield settings
 
 
 async def test_the_artifact_keeps_the_configured_size_of_the_stream(
     client: Client, capped_worker: Settings, deps: Deps
 ) -> None:
-    task_id = await run_code(client, capped_worker, "print('z' * 3_000_000)")
-    row, artifacts = await row_and_blobs(deps, task_id)
+    row, artifacts = await run_code(client, capped_worker, deps, "print('z' * 3_000_000)")
     assert row["result"]["truncated"] is True
     assert "3,000,001 bytes]" in row["result"]["stdout"]
     assert artifacts["stdout"]["size"] == MiB

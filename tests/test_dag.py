@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.io import Progress, TaskInput
@@ -16,20 +17,49 @@ from runtime.store import Store
 from tests.helpers import by_step, outcome, plan_of, run_plan, start_task
 from worker import Deps
 
+# Plans that tests/record_histories.py records as well.
+DIAMOND: tuple[dict[str, Any], ...] = (
+    {"id": "a", "type": "tool", "tool": "echo", "args": {"value": "A"}},
+    {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
+     "args": {"parts": ["${a}", "b"]}},
+    {"id": "c", "type": "tool", "tool": "concat", "deps": ["a"],
+     "args": {"parts": ["${a}", "c"]}},
+    {"id": "d", "type": "tool", "tool": "concat", "deps": ["b", "c"],
+     "args": {"parts": ["${b}", "+", "${c}"]}},
+)
+# A failing step with dependents (direct, further down, and joined with a branch that works).
+BAD_BRANCH: tuple[dict[str, Any], ...] = (
+    {"id": "bad", "type": "tool", "tool": "fail", "args": {"message": "no luck"}},
+    {"id": "after", "type": "tool", "tool": "echo", "deps": ["bad"], "args": {"value": 1}},
+    {"id": "later", "type": "tool", "tool": "echo", "deps": ["after"],
+     "args": {"value": 2}},
+    {"id": "joined", "type": "tool", "tool": "echo", "deps": ["bad", "other"],
+     "args": {"value": 3}},
+    {"id": "other", "type": "tool", "tool": "sleep", "args": {"seconds": 0.5}},
+    {"id": "other2", "type": "tool", "tool": "echo", "deps": ["other"],
+     "args": {"value": 4}},
+)
+# A long step "a" (to be cancelled) with a dependent, a join with "x", and "x" itself.
+CANCELLABLE: tuple[dict[str, Any], ...] = (
+    {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 30}},
+    {"id": "b", "type": "tool", "tool": "echo", "deps": ["a"], "args": {"value": 1}},
+    {"id": "m", "type": "tool", "tool": "echo", "deps": ["a", "x"], "args": {"value": 2}},
+    {"id": "x", "type": "tool", "tool": "echo", "args": {"value": 3}},
+)
+
+
+async def wait_until_running(handle: WorkflowHandle[Any, Any], step_id: str) -> None:
+    for _ in range(100):
+        p = await handle.query("progress", result_type=Progress)
+        if {s.step_id: s.status for s in p.subtasks}.get(step_id) is Status.RUNNING:
+            return
+        await asyncio.sleep(0.05)
+
 
 async def test_diamond_passes_outputs_along_edges(
     client: Client, worker: Settings, deps: Deps
 ) -> None:
-    result = await run_plan(
-        client, worker,
-        {"id": "a", "type": "tool", "tool": "echo", "args": {"value": "A"}},
-        {"id": "b", "type": "tool", "tool": "concat", "deps": ["a"],
-         "args": {"parts": ["${a}", "b"]}},
-        {"id": "c", "type": "tool", "tool": "concat", "deps": ["a"],
-         "args": {"parts": ["${a}", "c"]}},
-        {"id": "d", "type": "tool", "tool": "concat", "deps": ["b", "c"],
-         "args": {"parts": ["${b}", "+", "${c}"]}},
-    )
+    result = await run_plan(client, worker, *DIAMOND)
     assert result.status is Status.COMPLETED, result.error
     steps = by_step(result)
     assert steps["d"].output == "Ab+Ac"
@@ -76,18 +106,7 @@ async def test_wide_fan_out_runs_branches_in_parallel(
 async def test_failed_step_blocks_dependents_while_other_branches_finish(
     client: Client, worker: Settings, deps: Deps
 ) -> None:
-    result = await run_plan(
-        client, worker,
-        {"id": "bad", "type": "tool", "tool": "fail", "args": {"message": "no luck"}},
-        {"id": "after", "type": "tool", "tool": "echo", "deps": ["bad"], "args": {"value": 1}},
-        {"id": "later", "type": "tool", "tool": "echo", "deps": ["after"],
-         "args": {"value": 2}},
-        {"id": "joined", "type": "tool", "tool": "echo", "deps": ["bad", "other"],
-         "args": {"value": 3}},
-        {"id": "other", "type": "tool", "tool": "sleep", "args": {"seconds": 0.5}},
-        {"id": "other2", "type": "tool", "tool": "echo", "deps": ["other"],
-         "args": {"value": 4}},
-    )
+    result = await run_plan(client, worker, *BAD_BRANCH)
     assert result.status is Status.FAILED
     steps = by_step(result)
     assert steps["bad"].status is Status.FAILED
@@ -167,17 +186,8 @@ async def test_large_output_travels_as_a_preview_and_reaches_dependents_whole(
 async def test_child_cancelled_from_outside_blocks_its_dependents_and_ends_the_task(
     client: Client, worker: Settings
 ) -> None:
-    handle = await start_task(client, worker, TaskInput(plan=plan_of(
-        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 30}},
-        {"id": "b", "type": "tool", "tool": "echo", "deps": ["a"], "args": {"value": 1}},
-        {"id": "m", "type": "tool", "tool": "echo", "deps": ["a", "x"], "args": {"value": 2}},
-        {"id": "x", "type": "tool", "tool": "echo", "args": {"value": 3}},
-    )))
-    for _ in range(100):
-        p = await handle.query("progress", result_type=Progress)
-        if {s.step_id: s.status for s in p.subtasks}.get("a") is Status.RUNNING:
-            break
-        await asyncio.sleep(0.05)
+    handle = await start_task(client, worker, TaskInput(plan=plan_of(*CANCELLABLE)))
+    await wait_until_running(handle, "a")
     await client.get_workflow_handle(f"{handle.id}/a").cancel()
     result = await asyncio.wait_for(outcome(handle), timeout=20)
     assert result.status is Status.FAILED

@@ -6,7 +6,6 @@ And a tool error that says nothing is reported as such, naming its kind, never a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import sys
@@ -21,11 +20,11 @@ from runtime.settings import Settings
 from runtime.tools.errors import ToolFailed
 from runtime.tools.mcp import McpHub
 from runtime.tools.toolbox import Toolbox
-from tests.conftest import tool_registry_for_tests
+from tests.conftest import running_workers, tool_registry_for_tests
 from tests.helpers import by_step, run_plan
 from tests.mcp_http_server import ROOT
 from tests.test_cli import cli
-from worker import Deps, build_workers
+from worker import Deps
 
 
 def own_server() -> McpServerConfig:
@@ -123,9 +122,7 @@ async def test_a_silent_mcp_primary_is_recorded_with_its_kind(
 ) -> None:
     box = Toolbox(tool_registry_for_tests(), hub=McpHub([own_server()]))
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            for w in build_workers(client, settings, dataclasses.replace(deps, registry=box)):
-                await stack.enter_async_context(w)
+        async with running_workers(client, settings, dataclasses.replace(deps, registry=box)):
             result = await run_plan(
                 client, settings,
                 {"id": "ask", "type": "tool", "tool": "own.fail_quietly",

@@ -87,8 +87,14 @@ async def hub(http_server: McpHttpServer) -> AsyncIterator[McpHub]:
     await h.aclose()
 
 
-def activities(hub: McpHub, deps: Deps) -> ToolActivities:
-    return ToolActivities(Toolbox(builtin_tools(), hub=hub), StepBook(deps.store))
+async def activity_failure(hub: McpHub, deps: Deps, name: str) -> tuple[str | None, bool]:
+    """Call tool `name` through the call_tool activity; return how it failed: the
+    ApplicationError's type and whether it is non-retryable."""
+    acts = ToolActivities(Toolbox(builtin_tools(), hub=hub), StepBook(deps.store))
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(
+            acts.call_tool, ToolCallInput(task_id="t", call_id="c1", name=name))
+    return err.value.type, err.value.non_retryable
 
 
 async def test_tools_are_listed_with_schemas_under_their_server_name(hub: McpHub) -> None:
@@ -133,12 +139,7 @@ async def test_unknown_tools_and_servers_fail_permanently(hub: McpHub, deps: Dep
     toolbox = Toolbox(builtin_tools(), hub=hub)
     with pytest.raises(UnknownTool, match=r"known: .*time\.get_current_time"):
         await toolbox.call("nosuch.tool", {})
-    with pytest.raises(ApplicationError) as err:
-        await ActivityEnvironment().run(
-            activities(hub, deps).call_tool,
-            ToolCallInput(task_id="t", call_id="c1", name="time.nope"),
-        )
-    assert (err.value.type, err.value.non_retryable) == ("UnknownTool", True)
+    assert await activity_failure(hub, deps, "time.nope") == ("UnknownTool", True)
 
 
 async def test_bad_arguments_are_refused_before_the_server_sees_them(hub: McpHub) -> None:
@@ -158,12 +159,7 @@ async def test_an_error_result_is_a_permanent_tool_failure(hub: McpHub, deps: De
     with pytest.raises(ToolFailed) as err:
         await hub.call("own.fail", {"message": "no"})
     assert err.value.retryable is False
-    with pytest.raises(ApplicationError) as app:
-        await ActivityEnvironment().run(
-            activities(hub, deps).call_tool,
-            ToolCallInput(task_id="t", call_id="c1", name="own.fail"),
-        )
-    assert (app.value.type, app.value.non_retryable) == ("ToolFailed", True)
+    assert await activity_failure(hub, deps, "own.fail") == ("ToolFailed", True)
 
 
 async def test_one_session_and_one_process_serve_every_call(hub: McpHub) -> None:
@@ -214,12 +210,7 @@ async def test_a_stopped_http_server_is_retryable_and_reopened_when_back(
     with pytest.raises(ToolFailed, match="unreachable") as err:
         await hub.call("own.pid", {})
     assert err.value.retryable is True
-    with pytest.raises(ApplicationError) as app:
-        await ActivityEnvironment().run(
-            activities(hub, deps).call_tool,
-            ToolCallInput(task_id="t", call_id="c1", name="own.pid"),
-        )
-    assert (app.value.type, app.value.non_retryable) == ("ToolUnavailable", False)
+    assert await activity_failure(hub, deps, "own.pid") == ("ToolUnavailable", False)
     http_server.start()  # same port, new process, no session: the hub reopens
     assert await hub.call("own.pid", {}) != first_pid
 

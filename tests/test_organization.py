@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from models.io import TaskInput
@@ -68,9 +68,15 @@ async def referee(client: Client, store: Store, task_id: str, *,
         await asyncio.sleep(0.2)
 
 
-async def test_delegation_review_and_escalation_through_the_example_org(
-    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps, database_url: str
-) -> None:
+# What the manager answers an escalation with: find the facts elsewhere.
+BACKUP = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
+                     "args": {"value": "facts from the backup"}}]}
+
+
+def delegation(llm: FakeLLM) -> TaskInput:
+    """Script the model for a task split down the example org two levels deep: the numbers
+    to eng-lead then data-eng, the facts to research-lead then a lookup that fails, the
+    report drafted by the writer (and reworked after "add the numbers"). Return the task."""
     llm.script_for("Compare the numbers with the facts", Scripted(plan(
         {"id": "analysis", "type": "write", "title": "Crunch the numbers",
          "description": "numbers work", "skills": ["python", "data"],
@@ -91,15 +97,17 @@ async def test_delegation_review_and_escalation_through_the_example_org(
          "assignee": "writer"})))
     llm.script_for("add the numbers", "Report v2: the sum is 45.")
     llm.script_for("draft it", "Report v1.")
+    return TaskInput(prompt="Compare the numbers with the facts and report", creator="alice")
 
+
+async def test_delegation_review_and_escalation_through_the_example_org(
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps, database_url: str
+) -> None:
     store = Store(deps.pool)
-    handle = await start_task(client, org_worker, TaskInput(
-        prompt="Compare the numbers with the facts and report", creator="alice"))
+    handle = await start_task(client, org_worker, delegation(llm))
     log: list[str] = []
-    backup = {"steps": [{"id": "backup", "type": "tool", "tool": "echo",
-                         "args": {"value": "facts from the backup"}}]}
     bot = asyncio.create_task(referee(client, store, handle.id, reject_once="draft",
-                                      replan=backup, log=log))
+                                      replan=BACKUP, log=log))
     try:
         result = await asyncio.wait_for(outcome(handle), timeout=90)
     finally:
@@ -216,16 +224,14 @@ async def test_manager_with_llm_policy_reviews_with_its_model(
     assert kinds.count("review_approve") == 1
 
 
-async def test_work_waits_queued_until_its_agent_has_room(
-    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps
-) -> None:
-    # The writer has capacity 1: two notes for the writer run one after the other.
-    handle = await start_task(client, org_worker, TaskInput(plan=plan_of(
+async def start_two_for_the_writer(client: Client, settings: Settings, store: Store,
+                                   task_id: str | None = None) -> WorkflowHandle[Any, Any]:
+    """Start two one-second steps for the writer; return once one waits queued for it."""
+    handle = await start_task(client, settings, TaskInput(plan=plan_of(
         {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
          "assignee": "writer"},
         {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
-         "assignee": "writer"}), assignee="research-lead"))
-    store = Store(deps.pool)
+         "assignee": "writer"}), assignee="research-lead"), task_id=task_id)
     seen_queued = False
     for _ in range(100):
         rows = await store.pool.fetch(
@@ -235,6 +241,15 @@ async def test_work_waits_queued_until_its_agent_has_room(
             break
         await asyncio.sleep(0.05)
     assert seen_queued
+    return handle
+
+
+async def test_work_waits_queued_until_its_agent_has_room(
+    client: Client, org_worker: Settings, llm: FakeLLM, deps: Deps
+) -> None:
+    # The writer has capacity 1: two notes for the writer run one after the other.
+    store = Store(deps.pool)
+    handle = await start_two_for_the_writer(client, org_worker, store)
     # Reviews by research-lead (human) are approved as they come.
     bot = asyncio.create_task(referee(client, store, handle.id, reject_once="",
                                       replan={"steps": []}, log=[]))

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from models.io import TaskInput
+from models.io import TaskInput, TaskResult
 from models.review import Action, Decision, ResolveEscalation, ReviewInput
 from models.task import Status
+from runtime.settings import Settings
 from runtime.store import Store
 from tests.conftest import org_workers
 from tests.fake_llm import FakeLLM, Scripted
@@ -50,20 +51,50 @@ async def approve_all(client: Client, deps: Deps, task_id: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def approving_all(client: Client, deps: Deps, h: WorkflowHandle[Any, Any],
+                        seconds: float) -> TaskResult:
+    """The task's outcome, every review beneath it approved as it comes."""
+    bot = asyncio.create_task(approve_all(client, deps, h.id))
+    try:
+        return await asyncio.wait_for(outcome(h), seconds)
+    finally:
+        bot.cancel()
+
+
+async def start_running_and_queued(client: Client, settings: Settings, deps: Deps,
+                                   task_id: str | None = None) -> WorkflowHandle[Any, Any]:
+    """Start a long and a short step for the writer; return once one holds the writer's
+    slot running and the other waits queued for it."""
+    h = await start_task(client, settings, TaskInput(plan=plan_of(
+        {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 20},
+         "assignee": "writer"},
+        {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
+         "assignee": "writer"}), assignee="research-lead"), task_id=task_id)
+    for _ in range(100):
+        if {r["state"] for r in await held(deps, h.id)} == {"running", "queued"}:
+            break
+        await asyncio.sleep(0.1)
+    assert {r["state"] for r in await held(deps, h.id)} == {"running", "queued"}
+    return h
+
+
+async def start_blocked_on_the_writer(client: Client, settings: Settings, deps: Deps
+                                      ) -> tuple[WorkflowHandle[Any, Any], str]:
+    """Start a step that fails for the writer; return its task and subtask id once it is
+    escalated (BLOCKED)."""
+    h = await start_task(client, settings, TaskInput(plan=plan_of(
+        {"id": "f", "type": "tool", "tool": "fail", "args": {"message": "down"},
+         "assignee": "writer"}), assignee="research-lead"))
+    sub = f"{h.id}/f"
+    await wait_for_status(Store(deps.pool), sub, "BLOCKED")
+    return h, sub
+
+
 async def test_cancelling_a_task_frees_running_and_queued_slots(
     client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
 ) -> None:
     async with org_workers(client, deps, database_url, llm, tmp_path) as s:
-        h = await start_task(client, s, TaskInput(plan=plan_of(
-            {"id": "a", "type": "tool", "tool": "sleep", "args": {"seconds": 20},
-             "assignee": "writer"},
-            {"id": "b", "type": "tool", "tool": "sleep", "args": {"seconds": 1},
-             "assignee": "writer"}), assignee="research-lead"))
-        for _ in range(100):
-            if {r["state"] for r in await held(deps, h.id)} == {"running", "queued"}:
-                break
-            await asyncio.sleep(0.1)
-        assert {r["state"] for r in await held(deps, h.id)} == {"running", "queued"}
+        h = await start_running_and_queued(client, s, deps)
         await h.cancel()
         result = await asyncio.wait_for(outcome(h), 30)
         assert result.status is Status.CANCELLED
@@ -95,11 +126,7 @@ async def test_replan_after_too_many_rejections_hands_on_the_new_output(
                 by="research-lead", action=Action.REPLAN,
                 plan={"steps": [{"id": "x", "type": "tool", "tool": "echo",
                                  "args": {"value": "NEW"}}]}))
-        bot = asyncio.create_task(approve_all(client, deps, h.id))
-        try:
-            result = await asyncio.wait_for(outcome(h), 30)
-        finally:
-            bot.cancel()
+        result = await approving_all(client, deps, h, 30)
     assert result.status is Status.COMPLETED, result.error
     assert by_step(result)["n"].output == "NEW"
     assert by_step(result)["use"].output == "got NEW"
@@ -128,15 +155,11 @@ async def test_cancelling_a_task_closes_its_open_escalation(
     client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
 ) -> None:
     async with org_workers(client, deps, database_url, llm, tmp_path) as s:
-        h = await start_task(client, s, TaskInput(plan=plan_of(
-            {"id": "f", "type": "tool", "tool": "fail", "args": {"message": "down"},
-             "assignee": "writer"}), assignee="research-lead"))
-        sub = f"{h.id}/f"
-        store = Store(deps.pool)
-        await wait_for_status(store, sub, "BLOCKED")
+        h, sub = await start_blocked_on_the_writer(client, s, deps)
         await h.cancel()
         result = await asyncio.wait_for(outcome(h), 30)
     assert result.status is Status.CANCELLED
+    store = Store(deps.pool)
     escalations = [e for e in await store.escalations(only_open=False)
                    if e["subtask_id"] == sub]
     assert [e["status"] for e in escalations] == ["cancelled"]
@@ -153,11 +176,7 @@ async def test_tokens_of_delegated_work_count_in_the_top_task(
         h = await start_task(client, s, TaskInput(plan=plan_of(
             {"id": "m", "type": "write", "title": "delegate me", "description": "delegate me",
              "assignee": "research-lead"}), assignee="ceo"))
-        bot = asyncio.create_task(approve_all(client, deps, h.id))
-        try:
-            result = await asyncio.wait_for(outcome(h), 40)
-        finally:
-            bot.cancel()
+        result = await approving_all(client, deps, h, 40)
     assert result.status is Status.COMPLETED, result.error
     assert result.metrics.prompt_tokens == 1200
 
@@ -176,12 +195,8 @@ async def test_a_person_answering_while_the_model_decides_wins_and_is_not_reused
     monkeypatch.setattr(llm, "_answer", slow)
     llm.script_for("# Trouble", json.dumps({"action": "retry"}))
     async with org_workers(client, deps, database_url, llm, tmp_path, human=False) as s:
-        h = await start_task(client, s, TaskInput(plan=plan_of(
-            {"id": "f", "type": "tool", "tool": "fail", "args": {"message": "down"},
-             "assignee": "writer"}), assignee="research-lead"))
-        sub = f"{h.id}/f"
+        h, sub = await start_blocked_on_the_writer(client, s, deps)
         store = Store(deps.pool)
-        await wait_for_status(store, sub, "BLOCKED")
         await client.get_workflow_handle(sub).execute_update(
             "resolve_escalation", ResolveEscalation(by="ceo", action=Action.SKIP,
                                                     note="ceo says skip"))
@@ -197,12 +212,8 @@ async def test_reassigning_to_an_unknown_agent_is_refused_and_a_real_one_is_used
     client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
 ) -> None:
     async with org_workers(client, deps, database_url, llm, tmp_path) as s:
-        h = await start_task(client, s, TaskInput(plan=plan_of(
-            {"id": "f", "type": "tool", "tool": "fail", "args": {"message": "down"},
-             "assignee": "writer"}), assignee="research-lead"))
-        sub = f"{h.id}/f"
+        h, sub = await start_blocked_on_the_writer(client, s, deps)
         store = Store(deps.pool)
-        await wait_for_status(store, sub, "BLOCKED")
         child = client.get_workflow_handle(sub)
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await child.execute_update("resolve_escalation", ResolveEscalation(

@@ -3,7 +3,6 @@ plan whose tool step is an MCP tool, end to end on the real Temporal dev server.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import sys
@@ -35,8 +34,9 @@ from runtime.tools.errors import BadToolArguments, ToolFailed, UnknownTool
 from runtime.tools.mcp import McpHub
 from runtime.tools.registry import ToolRegistry, builtin_tools
 from runtime.tools.toolbox import Toolbox, open_toolbox
+from tests.conftest import running_workers
 from tests.helpers import by_step, run_plan
-from worker import Deps, build_workers
+from worker import Deps
 
 TIME_SERVER = str(Path(sys.executable).parent / "mcp-server-time")
 
@@ -229,9 +229,7 @@ async def test_a_plan_with_an_mcp_tool_step_completes(
 ) -> None:
     box = await open_toolbox(deps.registry, write_tools_file(tmp_path, TIME_YAML))
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            for w in build_workers(client, settings, dataclasses.replace(deps, registry=box)):
-                await stack.enter_async_context(w)
+        async with running_workers(client, settings, dataclasses.replace(deps, registry=box)):
             result = await run_plan(
                 client, settings,
                 {"id": "now", "type": "tool", "tool": "time.get_current_time",
