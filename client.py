@@ -31,6 +31,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig, ClientConnectConfig
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from runtime.settings import Settings
@@ -76,8 +77,12 @@ def connect_config(settings: Settings) -> ClientConnectConfig:
     return config
 
 
-async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
+async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S,
+                  runtime: Runtime | None = None) -> Client:
     """Return a Temporal client on the configured server, speaking pydantic.
+
+    `runtime` (the worker's, serving metrics) runs the client and its workers; None: the
+    SDK's default runtime.
 
     Raises:
         TemporalUnreachable: the server refused, or did not answer within `timeout_s`.
@@ -86,7 +91,8 @@ async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -
     address = config.get("target_host", settings.temporal_address)
     try:
         return await asyncio.wait_for(
-            Client.connect(**config, data_converter=pydantic_data_converter),
+            Client.connect(**config, data_converter=pydantic_data_converter,
+                           runtime=runtime),
             timeout=timeout_s)
     except TimeoutError as e:
         raise TemporalUnreachable(address, f"no answer within {timeout_s:g} s") from e

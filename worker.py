@@ -12,8 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities import metrics
 from activities.roles import activities_by_queue, routing
 from client import TemporalUnreachable, connect, ensure_search_attributes, exit_now
 from models.org import InvalidOrg
@@ -26,7 +28,8 @@ from runtime.settings import Settings
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
 
-__all__ = ["Deps", "build_workers", "connect", "open_deps", "routing", "serve"]
+__all__ = ["Deps", "MetricsUnavailable", "build_workers", "connect", "metrics_runtime",
+           "open_deps", "routing", "serve"]
 
 log = logging.getLogger("beestown.worker")
 
@@ -38,6 +41,32 @@ def _runner(settings: Settings) -> dict[str, Any]:
     # (fan-out 50: 2.9x the critical path instead of 4.1x). Determinism is still checked:
     # the test suite runs every workflow sandboxed.
     return {"workflow_runner": UnsandboxedWorkflowRunner()}
+
+
+class MetricsUnavailable(Exception):
+    """The metrics endpoint could not be served (its port taken, say); `str()` says why."""
+
+
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """Return a Temporal runtime serving Prometheus /metrics on `BEESTOWN_METRICS_HOST`:
+    `BEESTOWN_METRICS_PORT`, or None when that is 0 (off).
+
+    The SDK's own metrics (workflow and activity tasks, pollers, sticky cache, requests)
+    and BeesTown's (activities/metrics.py, through each activity's meter) are served there.
+
+    Raises:
+        MetricsUnavailable: the address cannot be bound.
+    """
+    if not settings.metrics_port:
+        return None
+    host = settings.metrics_host
+    address = f"[{host}]:{settings.metrics_port}" if ":" in host else (
+        f"{host}:{settings.metrics_port}")
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+            bind_address=address, histogram_bucket_overrides=metrics.BUCKETS)))
+    except (RuntimeError, ValueError) as e:
+        raise MetricsUnavailable(f"cannot serve metrics on {address}: {e}") from e
 
 
 def build_workers(client: Client, settings: Settings, deps: Deps, *,
@@ -77,7 +106,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings)
+    client = await connect(settings, runtime=metrics_runtime(settings))
     searchable = ("workflows" in settings.roles
                   and await ensure_search_attributes(client, settings))
     async with open_deps(settings) as deps:
@@ -90,6 +119,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 "worker ready on %s (queues: %s; roles: %s)", settings.temporal_address,
                 ", ".join(w.task_queue for w in workers), settings.worker_roles,
             )
+            if settings.metrics_port:
+                log.info("metrics on http://%s:%d/metrics", settings.metrics_host,
+                         settings.metrics_port)
             await stop.wait()
 
 
@@ -130,7 +162,7 @@ def main() -> None:
     except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
         sys.stderr.write(f"worker: bad configuration: {e}\n")
         exit_now(2)
-    except (TemporalUnreachable, DatabaseUnreachable) as e:
+    except (TemporalUnreachable, DatabaseUnreachable, MetricsUnavailable) as e:
         sys.stderr.write(f"worker: {e}\n")
         exit_now(2)
 

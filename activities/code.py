@@ -15,6 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.boundary import boundary
 from activities.errors import SANDBOX_UNAVAILABLE
 from activities.steps import StepBook, summarize
@@ -82,6 +83,7 @@ class CodeActivities:
         except BaseException:
             beat.cancel()
             raise
+        metrics.sandbox_opened()
         try:
             setup = await session.run_cell(_PRELUDE.format(payload=repr(json.dumps(inputs))))
             if setup.error or setup.timed_out:
@@ -101,7 +103,10 @@ class CodeActivities:
             streams = await self._keep_streams(run, cell)
         finally:
             beat.cancel()
-            await session.close()
+            try:
+                await session.close()
+            finally:
+                metrics.sandbox_closed()
         error = None
         if cell.timed_out:
             error = "the code timed out"

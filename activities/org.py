@@ -11,6 +11,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import metrics
 from activities.boundary import boundary
 from activities.errors import BAD_LLM_REPLY
 from activities.llm import usage_key
@@ -153,6 +154,7 @@ class OrgActivities:
         for _ in range(10):  # bounded: each round frees at least one slot of a gone workflow
             gone = False
             for a in await self.org.promote_queued():
+                metrics.queue_wait(a.agent_id, a.created_at, a.started_at)
                 workflow_id = a.subtask_id.split("#", 1)[0]
                 if self.client is not None:
                     try:
@@ -187,9 +189,10 @@ class OrgActivities:
     async def record_escalation(self, inp: EscalationRequest) -> None:
         """Open (or move up) an escalation; the subtask is BLOCKED on its holder."""
         e = inp.escalation
-        await self.store.open_escalation(
-            e.id, task_id=e.task_id, subtask=e.subtask_id, reason=e.reason.value,
-            error=e.error, holder=e.holder, level=e.level, chain=e.chain)
+        if await self.store.open_escalation(
+                e.id, task_id=e.task_id, subtask=e.subtask_id, reason=e.reason.value,
+                error=e.error, holder=e.holder, level=e.level, chain=e.chain):
+            metrics.escalation_opened(e.reason.value)
         await self.store.note_subtask(e.subtask_id, status=Status.BLOCKED,
                                           waiting_for=f"{e.holder} (escalation {e.id})")
 
@@ -198,7 +201,10 @@ class OrgActivities:
     async def close_escalation(self, inp: CloseEscalation) -> None:
         """Mark an escalation resolved (with the decision) or cancelled (nobody decided)."""
         decision = inp.decision.model_dump(mode="json") if inp.decision else None
-        await self.store.resolve_escalation(inp.escalation_id, decision, status=inp.status)
+        reason = await self.store.resolve_escalation(inp.escalation_id, decision,
+                                                     status=inp.status)
+        if reason is not None:
+            metrics.escalation_closed(reason, inp.status)
 
     @activity.defn(name="review_with_llm")
     @boundary

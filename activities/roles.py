@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from activities import metrics
 from activities.agent import AgentActivities
 from activities.code import CodeActivities
 from activities.llm import LLMActivities
@@ -58,7 +59,8 @@ def activities_by_queue(
 
     def metered(hint: str = "") -> MeteredLLM:
         return MeteredLLM(deps.llm, deps.store, prices=deps.prices,
-                          context_override=settings.context_limit, hint=hint)
+                          context_override=settings.context_limit, hint=hint,
+                          on_usage=metrics.model_usage)
 
     # Bookkeeping runs on the workflow queue, the manager's model decisions on the LLM queue.
     org = OrgActivities(org_store, deps.store, client=client,

@@ -12,6 +12,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities import metrics
 from activities.boundary import boundary
 from models.io import (
     INLINE_OUTPUT_LIMIT,
@@ -87,10 +88,11 @@ class StepBook:
         # A result held for review stays RUNNING until the workflow opens the review (and
         # announces REVIEWING): a reviewer who acts on the store's word is never refused.
         done = Status.RUNNING if run.hold_for_review else Status.COMPLETED
-        await self.store.finish_subtask(
-            run.subtask_id, status=done if result.success else Status.FAILED, result=result,
-            error=result.error, at=now,
-        )
+        status = done if result.success else Status.FAILED
+        await self.store.finish_subtask(run.subtask_id, status=status, result=result,
+                                        error=result.error, at=now)
+        metrics.step_finished(Status.REVIEWING if status is Status.RUNNING else status,
+                              run.step.type.value)
         if result.success and not run.hold_for_review:
             # Nobody reviews it: the result is final, and later agents of the project may
             # recall it. A reviewed result is remembered once approved (OrgActivities).
@@ -146,10 +148,12 @@ class SubtaskActivities:
         """
         try:
             # A result the step already stored (its stdout, say) is kept.
-            await self.store.finish_subtask(
+            step_type = await self.store.finish_subtask(
                 inp.subtask_id, status=inp.status, result=None, error=inp.error,
                 at=datetime.now(UTC),
             )
         except InvalidTransition as e:
             activity.logger.warning("not recording %s for %s: %s", inp.status,
                                     inp.subtask_id, e)
+        else:
+            metrics.step_finished(inp.status, step_type)

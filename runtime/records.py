@@ -191,30 +191,35 @@ class Records:
     async def open_escalation(
         self, esc_id: str, *, task_id: str, subtask: str, reason: str, error: str,
         holder: str, level: int, chain: list[str],
-    ) -> None:
-        """Record an open escalation, or move it up to a new holder (idempotent)."""
-        await self.pool.execute(
+    ) -> bool:
+        """Record an open escalation, or move it up to a new holder (idempotent); return
+        True only when this call opened it (not on a move up, a repeat, or a closed one)."""
+        opened: bool | None = await self.pool.fetchval(
             """
             INSERT INTO escalations (id, task_id, subtask_id, reason, error, holder, level, chain)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, level = EXCLUDED.level
             WHERE escalations.status = 'open'
+            RETURNING xmax = 0
             """,
             esc_id, task_id, subtask, reason, error, holder, level, chain,
         )
+        return bool(opened)
 
     async def resolve_escalation(
         self, esc_id: str, decision: dict[str, Any] | None, *, status: str = "resolved"
-    ) -> None:
-        """Close an open escalation: resolved with a decision, or cancelled."""
-        await self.pool.execute(
+    ) -> str | None:
+        """Close an open escalation: resolved with a decision, or cancelled; return its
+        reason when this call closed it, None when it was closed already (or is unknown)."""
+        reason: str | None = await self.pool.fetchval(
             """
             UPDATE escalations SET status = $3, decision = coalesce($2, decision),
                 resolved_at = coalesce(resolved_at, now())
-            WHERE id = $1 AND status = 'open'
+            WHERE id = $1 AND status = 'open' RETURNING reason
             """,
             esc_id, decision, status,
         )
+        return reason
 
     async def escalations(self, *, only_open: bool = True) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(

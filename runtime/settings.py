@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     )
     max_depth: int = Field(2, ge=0, le=5, validation_alias="BEESTOWN_MAX_DEPTH")
 
+    # Prometheus /metrics of this worker (the Temporal SDK's and BeesTown's own) on this
+    # port of `metrics_host`; 0: off.
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias="BEESTOWN_METRICS_PORT")
+    metrics_host: str = Field("127.0.0.1", validation_alias="BEESTOWN_METRICS_HOST")
+
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
     sandbox_backend: str = Field("auto", validation_alias="BEESTOWN_SANDBOX")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from models.io import DEFAULT_PROJECT, TaskInput, TaskResult
 from models.plan import Plan
@@ -260,15 +260,15 @@ class Store(Records):
     async def finish_subtask(
         self, sub_id: str, *, status: Status, result: Result | None, error: str | None,
         at: datetime,
-    ) -> None:
-        """Record a subtask's result and final status (idempotent)."""
+    ) -> str:
+        """Record a subtask's result and final status (idempotent); return its step type."""
         row = await self.pool.fetchrow(
             """
             UPDATE subtasks SET status = $2, result = coalesce($3, result), error = $4,
                 completed_at = coalesce(completed_at, $5), updated_at = now(),
                 actual_duration_s = coalesce(actual_duration_s,
                     extract(epoch FROM ($5 - coalesce(started_at, $5))))
-            WHERE id = $1 AND status = ANY($6::text[]) RETURNING id
+            WHERE id = $1 AND status = ANY($6::text[]) RETURNING type
             """,
             sub_id,
             status.value,
@@ -279,6 +279,7 @@ class Store(Records):
         )
         if row is None:
             await self._refuse("subtasks", sub_id, status)
+        return str(row["type"])
 
     async def completed_result(self, sub_id: str) -> Result | None:
         """Return the stored result if the subtask already COMPLETED, else None."""
@@ -354,7 +355,7 @@ class Store(Records):
         result = row["result"]
         return None if result is None else result.get("output")
 
-    async def _refuse(self, table: str, key: str, status: Status) -> None:
+    async def _refuse(self, table: str, key: str, status: Status) -> NoReturn:
         current = await self.pool.fetchval(f"SELECT status FROM {table} WHERE id = $1", key)
         if current is None:
             raise NotFound(f"no row {key!r} in {table}")

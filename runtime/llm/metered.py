@@ -8,12 +8,13 @@ decisions) goes through `MeteredLLM.call`, which, in this order:
    plus this prompt (`BudgetExceeded` before a token is spent),
 3. calls the model,
 4. records the reply's usage and cost under `Charge.key`: the same key on a replay or a
-   re-delivered result writes nothing twice (the caller makes it unique per call).
+   re-delivered result writes nothing twice (the caller makes it unique per call),
+5. tells `on_usage` (the worker's metrics) the model and what the call spent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,9 @@ from runtime.llm.tokens import count_messages
 from runtime.store import Store
 
 REPLY_RESERVE = 1024  # tokens kept free for the model's answer
+
+# Told the model's name and a call's tokens and cost once the call is recorded.
+UsageObserver = Callable[[str, Metrics], None]
 
 
 def root_task(task_id: str) -> str:
@@ -62,12 +66,14 @@ class MeteredLLM:
         prices: Mapping[str, Price] | None = None,
         context_override: int | None = None,
         hint: str = "",
+        on_usage: UsageObserver | None = None,
     ) -> None:
         self.llm = llm
         self.store = store
         self.prices = prices
         self.context_override = context_override
         self.hint = hint
+        self.on_usage = on_usage
 
     @property
     def model(self) -> str:
@@ -107,7 +113,10 @@ class MeteredLLM:
             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
             cost_usd=cost, purpose=charge.purpose, agent_id=charge.agent_id,
         )
-        return reply, Metrics(
+        spent = Metrics(
             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
             tokens_used=reply.prompt_tokens + reply.completion_tokens, cost_usd=cost,
         )
+        if self.on_usage is not None:
+            self.on_usage(llm.model, spent)
+        return reply, spent
