@@ -129,7 +129,7 @@ async def test_review_of_a_subtask_not_waiting_is_refused_and_cancel_ends_the_ta
     worker: Settings, client: Client, database_url: str
 ) -> None:
     handle = await start_task(client, worker, TaskInput(plan=plan_of(
-        {"id": "nap", "type": "tool", "tool": "sleep", "args": {"seconds": 30}})))
+        {"id": "nap", "type": "tool", "tool": "sleep", "args": {"seconds": 300}})))
     sub = f"{handle.id}/nap"
     for _ in range(100):  # until the child runs
         progress = await handle.query("progress")

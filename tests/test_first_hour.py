@@ -250,11 +250,17 @@ async def test_the_task_progress_shows_whom_a_step_waits_for_and_the_web_ui_can_
     assert (sources.waiting_for, sources.escalation_id, sources.needs_person) == (  # type: ignore[attr-defined]
         "boss", f"{handle.id}/sources#1", True)
     assert progress.counts == {"REVIEWING": 1, "BLOCKED": 1, "PENDING": 1}
-    # The store agrees with the query.
-    rows = {r["step_id"]: r for r in await deps.pool.fetch(
-        "SELECT step_id, status FROM subtasks WHERE task_id = $1", handle.id)}
-    assert rows["numbers"]["status"] == "REVIEWING"
-    assert rows["sources"]["status"] == "BLOCKED"
+    # The store agrees once the step's own write lands: a step tells its task it waits,
+    # then records it (a store never announces a state its workflow is not in yet).
+    statuses: dict[str, str] = {}
+    for _ in range(100):
+        statuses = {r["step_id"]: r["status"] for r in await deps.pool.fetch(
+            "SELECT step_id, status FROM subtasks WHERE task_id = $1", handle.id)}
+        if statuses.get("sources") == "BLOCKED":
+            break
+        await asyncio.sleep(0.1)
+    assert statuses["numbers"] == "REVIEWING"
+    assert statuses["sources"] == "BLOCKED"
     # The Web UI's list can filter by BeesTown's search attributes.
     query = (f"{KEYS[0].name}='REVIEWING' AND {KEYS[1].name}='analyst' "
              f"AND WorkflowId='{handle.id}/numbers'")
