@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -194,7 +193,9 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
                 # A killed worker's sticky queue is given up on after 2 s instead of 5 s,
                 # so another worker resumes its workflows sooner (measured in the notes).
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
-                graceful_shutdown_timeout=timedelta(seconds=5),
+                # No grace: on SIGTERM in-flight activities are cancelled at once and
+                # retried elsewhere (runtime/lifecycle.py); steps are idempotent.
+                graceful_shutdown_timeout=timedelta(0),
                 **_runner(settings),
             )
         )
@@ -203,22 +204,9 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run this process's workers until `stop` is set (or SIGINT/SIGTERM)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings)
-    async with open_deps(settings) as deps:
-        workers = build_workers(client, settings, deps)
-        async with contextlib.AsyncExitStack() as stack:
-            for w in workers:
-                await stack.enter_async_context(w)
-            log.info(
-                "worker ready on %s (queues: %s; roles: %s)", settings.temporal_address,
-                ", ".join(w.task_queue for w in workers), settings.worker_roles,
-            )
-            await stop.wait()
+    from runtime.lifecycle import serve_workers
+
+    await serve_workers(settings, stop=stop)
 
 
 def main() -> None:
@@ -229,10 +217,19 @@ def main() -> None:
         settings = Settings()
     except Exception as e:  # pydantic names the variable that is wrong
         raise SystemExit(f"worker: bad configuration: {e}") from e
-    try:
-        asyncio.run(serve(settings))
-    except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
-        raise SystemExit(f"worker: bad configuration: {e}") from e
+    def run() -> None:
+        try:
+            asyncio.run(serve(settings))
+        except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
+            raise SystemExit(f"worker: bad configuration: {e}") from e
+
+    if not settings.supervise:
+        run()
+        return
+    # A supervising parent forks the worker, and forks a new one at once if it is killed.
+    from runtime.lifecycle import supervise
+
+    raise SystemExit(supervise(run))
 
 
 if __name__ == "__main__":

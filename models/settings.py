@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     worker_roles: str = Field(
         "workflows,llm,sandbox,tools", validation_alias="BEESTOWN_WORKER_ROLES"
     )
+    # Run the worker in a forked child of a supervising process that forks a new one at
+    # once when it is killed (runtime/lifecycle.py); off: one process.
+    supervise: bool = Field(True, validation_alias="BEESTOWN_SUPERVISE")
     # Run workflow code inside Temporal's determinism sandbox. Off by default for speed
     # (see bench/dag.py); the tests turn it on to catch non-deterministic workflow code.
     workflow_sandbox: bool = Field(False, validation_alias="BEESTOWN_WORKFLOW_SANDBOX")

@@ -38,11 +38,15 @@ TOOL_RETRY = RetryPolicy(
 )
 
 CODE_TIMEOUT = timedelta(minutes=15)
-# A code step heartbeats every 2 s; a worker that stops heartbeating (killed) is given
-# up on after this, and the step is retried elsewhere.
-CODE_HEARTBEAT = timedelta(seconds=10)
+# A code step heartbeats every 0.5 s; the SDK sends at most one heartbeat per 80 % of this
+# timeout (0.42 heartbeats/s per running code step reach the server). A worker that stops
+# heartbeating (killed) is given up on after this, and the step is retried elsewhere.
+# A worker restarted on the same host does not wait for it: it fails the dead process's
+# attempts at start (runtime/lifecycle.py). Measured in bench/chaos.py.
+CODE_HEARTBEAT = timedelta(seconds=3)
 CODE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
+    # A lost worker's attempt is retried at once; a sandbox hiccup backs off from here.
+    initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=3,

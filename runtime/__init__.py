@@ -1,0 +1,1 @@
+"""What a worker process runs on: its lifecycle (start, drain, stop)."""
