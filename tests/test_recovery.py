@@ -1,0 +1,156 @@
+"""A worker killed or stopped mid-run: the task completes, and no finished step runs again.
+
+Each test runs real worker processes (`python -m bench.chaos_worker`: worker.py plus a
+journal of the work, written outside the sandbox) against the suite's servers. Timing is
+bench/chaos.py's business; these only assert the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+
+from bench.chaos_kit import (
+    WorkerProc,
+    duplicate_rows,
+    journal_ends,
+    lost_results,
+    repeated_work,
+    worker_env,
+)
+from models.io import TaskInput
+from models.settings import Settings
+from models.task import Status
+from tests.conftest import temporal_address
+from tests.helpers import outcome, plan_of, start_task
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def grid(task_id: str, *, layers: int = 2, width: int = 2, seconds: float = 1.0
+         ) -> list[dict[str, Any]]:
+    steps = []
+    for i in range(layers):
+        for j in range(width):
+            sid = f"l{i}_{j}"
+            steps.append({
+                "id": sid, "type": "code",
+                "deps": [f"l{i-1}_{k}" for k in range(width)] if i else [],
+                "code": f"# chaos:{task_id}/{sid}\nimport time\ntime.sleep({seconds})\n"
+                        f"print({sid!r})"})
+    return steps
+
+
+@pytest.fixture
+def spawn(client: Client, settings: Settings, database_url: str,
+          tmp_path: Path) -> Iterator[Any]:
+    procs: list[WorkerProc] = []
+
+    def start(**extra: str) -> WorkerProc:
+        env = worker_env(address=temporal_address(client), queue=settings.task_queue,
+                         database_url=database_url, state_dir=tmp_path,
+                         journal=tmp_path / "journal", **extra)
+        w = WorkerProc(env=env, log=tmp_path / "worker.log").start()
+        procs.append(w)
+        return w
+
+    yield start
+    for w in procs:
+        for pid in w.pids():
+            os.kill(pid, signal.SIGKILL)
+        w.wait(10)
+
+
+async def started(journal: Path, prefix: str, n: int) -> None:
+    for _ in range(1500):
+        text = await asyncio.to_thread(lambda: journal.read_text() if journal.exists() else "")
+        keys = {ln.split()[3] for ln in text.splitlines() if ln.split()[2] == "start"}
+        if len([k for k in keys if k.startswith(prefix)]) >= n:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{prefix}: {n} units never started")
+
+
+async def run_with_fault(client: Client, settings: Settings, database_url: str,
+                         tmp_path: Path, spawn: Any, fault: str) -> None:
+    journal = tmp_path / "journal"
+    first = spawn()
+    await first.ready()
+    task_id = f"rec-{fault}-{os.urandom(3).hex()}"
+    handle = await start_task(client, settings, TaskInput(plan=plan_of(*grid(task_id))),
+                              task_id=task_id)
+    await started(journal, f"{task_id}/l1_", 2)
+    await asyncio.sleep(0.4)
+    if fault == "kill9":  # the worker process; its supervisor forks another
+        pid = first.worker_pid()
+        assert pid is not None and pid != first.proc.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGKILL)
+    elif fault == "kill9cold":  # everything; a new process is started from scratch
+        for pid in first.pids():
+            os.kill(pid, signal.SIGKILL)
+        spawn()
+    else:  # a deploy: the old one is told to stop, a new one starts
+        first.signal(signal.SIGTERM)
+        spawn()
+    result = await asyncio.wait_for(outcome(handle), timeout=120)
+    assert result.status is Status.COMPLETED, result.error
+    if fault == "sigterm":
+        assert first.wait(20) == 0, "the stopped worker did not exit cleanly"
+    ends = journal_ends(journal)
+    # Every step's work ended at least once (the killed ones ran again), none twice.
+    assert {k for k in ends if k.startswith(task_id)} == {
+        f"{task_id}/l{i}_{j}" for i in range(2) for j in range(2)}
+    assert repeated_work(journal) == []
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await duplicate_rows(conn) == {}
+        assert await lost_results(conn, task_id, set(ends)) == []
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("fault", ["kill9", "kill9cold", "sigterm"])
+async def test_worker_fault_mid_run_completes_without_repeats(
+    client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
+    fault: str,
+) -> None:
+    await run_with_fault(client, settings, database_url, tmp_path, spawn, fault)
+
+
+async def test_sigterm_hands_in_flight_steps_back_at_once(
+    client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
+) -> None:
+    """The stopped worker's running step is retried as soon as it stops, not after a
+    timeout: the attempt ends failed (cancelled by the shutdown), and a second worker
+    that was up all along runs it again."""
+    journal = tmp_path / "journal"
+    first = spawn()
+    await first.ready()
+    task_id = f"rec-hand-{os.urandom(3).hex()}"
+    steps = [{"id": "long", "type": "code",
+              "code": f"# chaos:{task_id}/long\nimport time\ntime.sleep(8)\nprint(1)"}]
+    handle = await start_task(client, settings, TaskInput(plan=plan_of(*steps)),
+                              task_id=task_id)
+    await started(journal, f"{task_id}/long", 1)
+    second = spawn()
+    await second.ready()
+    first.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(first.wait, 20) == 0
+    child = client.get_workflow_handle(f"{task_id}/long")
+    # Handed back: the retry starts on the second worker well before the heartbeat
+    # timeout could have noticed anything (the first attempt is recorded as failed).
+    desc = await child.describe()
+    pending = desc.raw_description.pending_activities
+    assert pending and pending[0].attempt == 2, pending
+    assert pending[0].last_failure.message, pending[0]
+    result = await asyncio.wait_for(outcome(handle), timeout=60)
+    assert result.status is Status.COMPLETED, result.error
+    assert repeated_work(journal) == []
