@@ -7,9 +7,12 @@ server refuses raises ApplicationError(type="LLMRequestRejected", non_retryable=
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import openai
@@ -101,6 +104,8 @@ class LLM:
             except (openai.AuthenticationError, openai.PermissionDeniedError,
                     openai.NotFoundError) as e:
                 raise _rejected(e) from e
+            except openai.APIStatusError as e:  # 429, 5xx: retried, when the server says
+                raise _retry_later(e) from e
             if not resp.choices:
                 raise ApplicationError("LLM reply has no choices", type="BadLLMReply")
             message = resp.choices[0].message
@@ -134,6 +139,39 @@ def _rejected(e: openai.APIStatusError) -> ApplicationError:
         f"LLM server refused the request ({e.status_code}): {e.message}",
         type="LLMRequestRejected",
         non_retryable=True,
+    )
+
+
+# A Retry-After longer than this is not waited for in one go (the retry asks again).
+MAX_RETRY_AFTER_S = 300.0
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, `retry-after`: seconds or an
+    HTTP date), or None."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def _retry_later(e: openai.APIStatusError) -> ApplicationError:
+    """A refusal a retry may cure (429, 5xx): retryable, after Retry-After when given."""
+    wait = retry_after(e.response.headers)
+    return ApplicationError(
+        f"LLM server answered {e.status_code}: {e.message}"
+        + (f" (retry after {wait:g} s)" if wait is not None else ""),
+        type="LLMRateLimited" if e.status_code == 429 else "LLMServerError",
+        next_retry_delay=(timedelta(seconds=min(wait, MAX_RETRY_AFTER_S))
+                          if wait is not None else None),
     )
 
 
