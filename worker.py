@@ -32,6 +32,7 @@ from models.org import InvalidOrg, load_org
 from models.settings import Settings
 from models.tools import InvalidToolsConfig
 from models.usage import Price, PriceTableError
+from runtime.outage import riding
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
 
@@ -69,7 +70,8 @@ async def open_deps(
         settings.database_url.get_secret_value() if settings.database_url else None,
         settings.state_dir,
     )
-    pool = await create_pool(dsn)
+    # Statements and acquires wait out a database outage (runtime/outage.py).
+    pool = riding(await create_pool(dsn))
     llm = None
     if settings.llm_configured:
         llm = LLM(

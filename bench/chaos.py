@@ -17,7 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import random
+import re
+import statistics
 import signal
 import sys
 import tempfile
@@ -35,7 +39,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chaos_kit import (
+    ROOT,
     Audit,
+    PgCluster,
     TemporalDev,
     WorkerProc,
     duplicate_rows,
@@ -48,7 +54,7 @@ from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import Status
 from tests.conftest import _admin_dsn, _with_database
-from tests.fake_llm import FakeLLM
+from tests.fake_llm import FakeLLM, Scripted
 
 STEP_S = 1.5
 
@@ -190,6 +196,15 @@ class Bench:
                 lines.append(f"{at - t0:8.3f} {wid:30} {kind.replace('_event_attributes', '')}")
         (self.tmp / f"{task_id}.timeline").write_text("\n".join(lines) + "\n")
 
+    def llm_repeats(self, task_id: str) -> int:
+        """Model turns of `task_id` the LLM server answered (200) more than once."""
+        seen: dict[str, int] = {}
+        for body, status in self.llm.answered:
+            key = turn_key(body)
+            if status == 200 and key.startswith(task_id + "/"):
+                seen[key] = seen.get(key, 0) + 1
+        return sum(1 for n in seen.values() if n > 1)
+
     def stop_all(self) -> None:
         for w in self.workers:
             w.signal(signal.SIGKILL)
@@ -264,11 +279,285 @@ async def worker_fault(b: Bench, slug: str, name: str, *, into_step: float = 0.7
                sum(a.duplicates.values()), len(a.lost), clean_s, faulted_s, "; ".join(notes))
 
 
+def mixed_grid(task_id: str) -> Plan:
+    """3 layers of 3: code steps, then `work` tool steps, then code steps."""
+    steps = []
+    for i in range(3):
+        for j in range(3):
+            deps = [f"l{i-1}_{k}" for k in range(3)] if i else []
+            sid = f"l{i}_{j}"
+            steps.append(tool_step(task_id, sid, deps, STEP_S) if i == 1
+                         else code_step(task_id, sid, deps))
+    return Plan.model_validate({"steps": steps})
+
+
+async def clean_then_faulted(
+    b: Bench, slug: str, name: str, plan: Callable[[str], Plan],
+    fault: Callable[[float, str, Path], Awaitable[str]], *,
+    database_url: str | None = None, env: dict[str, str] | None = None,
+    clean_env: dict[str, str] | None = None, trigger: str = "l1_",
+) -> Row:
+    """A clean run, then the same plan with `fault(t0, task_id, journal)` once layer 1 is
+    under way; the fault returns a note."""
+    journal = b.tmp / f"{slug}.journal"
+    q_clean, q_fault = f"q-{slug}-clean-{uuid.uuid4().hex[:4]}", f"q-{slug}-{uuid.uuid4().hex[:4]}"
+    clean_w = b.worker(q_clean, journal, database_url=database_url, **(clean_env or env or {}))
+    fault_w = b.worker(q_fault, journal, database_url=database_url, **(env or {}))
+    await clean_w.ready()
+    await fault_w.ready()
+    clean_id = f"clean-{slug}-{uuid.uuid4().hex[:6]}"
+    clean, clean_s = await b.run(q_clean, clean_id, plan(clean_id))
+    if clean is None or clean.status is not Status.COMPLETED:
+        raise RuntimeError(f"{slug}: the clean run failed: {clean and clean.error}")
+    clean_w.signal(signal.SIGTERM)
+    fault_id = f"{slug}-{uuid.uuid4().hex[:6]}"
+    notes: list[str] = []
+
+    async def during(t0: float) -> None:
+        await when_started(journal, f"{fault_id}/{trigger}", 1, t0)
+        notes.append(await fault(t0, fault_id, journal))
+
+    result, faulted_s = await b.run(q_fault, fault_id, plan(fault_id), during=during)
+    a = await b.audit(fault_id, result, journal, database_url)
+    repeated = len(a.repeated) + b.llm_repeats(fault_id)
+    b.stop_all()
+    if result is not None and result.status is not Status.COMPLETED:
+        notes.append(f"error: {result.error}")
+    return Row(name, "yes" if a.completed else "NO", repeated, sum(a.duplicates.values()),
+               len(a.lost), clean_s, faulted_s, "; ".join(notes))
+
+
+async def temporal_restart(b: Bench) -> Row:
+    async def fault(t0: float, task_id: str, journal: Path) -> str:
+        await asyncio.sleep(0.7)
+        at = time.monotonic() - t0
+        b.temporal.kill()
+        await asyncio.sleep(2)
+        await b.temporal.start()
+        return f"server killed at {at:.1f} s, back {time.monotonic() - t0 - at:.1f} s later"
+
+    return await clean_then_faulted(b, "temporal", "Temporal dev server kill -9 + restart",
+                                    mixed_grid, fault)
+
+
+async def postgres_outage(b: Bench) -> Row:
+    pg = PgCluster()
+    await pg.create()
+    try:
+        async def fault(t0: float, task_id: str, journal: Path) -> str:
+            await asyncio.sleep(0.7)
+            at = time.monotonic() - t0
+            await asyncio.to_thread(pg.stop)
+            await asyncio.sleep(10)
+            await asyncio.to_thread(pg.start)
+            return f"PostgreSQL down at {at:.1f} s for {time.monotonic() - t0 - at:.1f} s"
+
+        return await clean_then_faulted(b, "postgres", "PostgreSQL down 10 s", mixed_grid,
+                                        fault, database_url=pg.dsn)
+    finally:
+        await asyncio.to_thread(pg.destroy)
+
+
+def agent_plan(task_id: str) -> Plan:
+    """Two layers of 3 agent steps; each step's model calls `work` once, then answers."""
+    steps = []
+    for i in range(2):
+        for j in range(3):
+            steps.append({"id": f"l{i}_{j}", "type": "search", "title": f"l{i}_{j}",
+                          "description": f"agent step l{i}_{j} of {task_id}",
+                          "deps": [f"l{i-1}_{k}" for k in range(3)] if i else []})
+    return Plan.model_validate({"steps": steps})
+
+
+def llm_storm(b: Bench) -> Awaitable[Row]:
+    rng = random.Random(11)
+    faults = [Scripted(status=429, error="slow down", headers={"Retry-After": "1"}),
+              Scripted(status=500, error="oops"), Scripted(status=503, error="busy"),
+              Scripted(delay_s=2.5), Scripted(close=True)]
+    storming = {"on": False}
+    burst: dict[str, int] = {}
+
+    def storm(body: dict[str, Any]) -> Scripted | None:
+        key = turn_key(body)
+        if storming["on"] and rng.random() < 0.6 and burst.get(key, 0) < 3:
+            burst[key] = burst.get(key, 0) + 1
+            return rng.choice(faults)
+        return agent_reply(body)
+
+    async def fault(t0: float, task_id: str, journal: Path) -> str:
+        storming["on"] = True
+        return "storm on from layer 1"
+
+    b.llm.chaos = storm
+    return clean_then_faulted(b, "llmstorm", "LLM storm (429+Retry-After, 5xx, timeouts, "
+                              "closed connections)", agent_plan, fault,
+                              env={"BEESTOWN_LLM_TIMEOUT": "2"}, trigger="l0_")
+
+
+def turn_key(body: dict[str, Any]) -> str:
+    """`<subtask>#<turn>` of an agent turn's request (turn = assistant messages so far)."""
+    text = "\n".join(str(m.get("content") or "") for m in body.get("messages", []))
+    m = re.search(r"agent step (\S+) of (\S+)", text)
+    turn = sum(1 for m2 in body.get("messages", []) if m2.get("role") == "assistant")
+    return f"{m.group(2)}/{m.group(1)}#{turn}" if m else "?"
+
+
+def agent_reply(body: dict[str, Any]) -> Scripted:
+    """Turn 0 calls `work` (journaled under the subtask id); turn 1 answers."""
+    key = turn_key(body)
+    sub, _, turn = key.partition("#")
+    if turn == "0":
+        return Scripted(tool_calls=[{"id": "c1", "type": "function", "function": {
+            "name": "work", "arguments": json.dumps({"key": sub, "seconds": 0.3})}}])
+    return Scripted(f"done {sub}")
+
+
+def mcp_faults(b: Bench) -> Awaitable[Row]:
+    def tools_file(mode_of: dict[str, str], name: str) -> str:
+        servers = [{"name": srv, "transport": "stdio", "command": sys.executable,
+                    "args": ["-m", "bench.chaos_mcp", "--mode", mode,
+                             "--journal", str(b.tmp / "mcp.journal"),
+                             "--state", str(b.tmp / f"mcp-state-{name}")],
+                    "env": {"PYTHONPATH": str(ROOT)}, "timeout_s": 3}
+                   for srv, mode in mode_of.items()]
+        path = b.tmp / f"tools-{name}.json"
+        path.write_text(json.dumps({"tools": servers}))
+        return str(path)
+
+    faulty = tools_file({"dying": "die", "slow": "slow", "hanging": "hang"}, "faulty")
+    # The clean run: the same servers, each failing only once per key too, but on keys
+    # it has already seen (its state dir is pre-marked) - i.e. well-behaved.
+    clean = tools_file({"dying": "die", "slow": "die", "hanging": "hang"}, "clean")
+
+    def plan(task_id: str) -> Plan:
+        steps = []
+        for i, srv in enumerate(["dying", "slow", "hanging"] * 2):
+            sid = f"l{i // 3}_{i % 3}"
+            steps.append({"id": sid, "type": "tool", "tool": f"{srv}.work",
+                          "args": {"key": f"{task_id}/{sid}", "seconds": 1.0},
+                          "deps": [f"l0_{k}" for k in range(3)] if i >= 3 else []})
+        return Plan.model_validate({"steps": steps})
+
+    state = b.tmp / "mcp-state-clean"
+    state.mkdir(exist_ok=True)
+    return clean_then_faulted_mcp(b, plan, faulty, clean, state)
+
+
+async def clean_then_faulted_mcp(b: Bench, plan: Callable[[str], Plan], faulty: str,
+                                 clean: str, state: Path) -> Row:
+    # Pre-mark every key the clean run will use, so its servers never misbehave.
+    orig_plan = plan
+
+    def clean_plan(task_id: str) -> Plan:
+        p = orig_plan(task_id)
+        for s in p.steps:
+            for mode in ("die", "hang"):
+                (state / f"{mode}-{s.args['key'].replace('/', '_')}").touch()
+        return p
+
+    journal = b.tmp / "mcp.journal"
+    q_clean, q_fault = f"q-mcp-clean-{uuid.uuid4().hex[:4]}", f"q-mcp-{uuid.uuid4().hex[:4]}"
+    clean_w = b.worker(q_clean, journal, BEESTOWN_TOOLS_FILE=clean)
+    fault_w = b.worker(q_fault, journal, BEESTOWN_TOOLS_FILE=faulty)
+    await clean_w.ready()
+    await fault_w.ready()
+    clean_id = f"clean-mcp-{uuid.uuid4().hex[:6]}"
+    res, clean_s = await b.run(q_clean, clean_id, clean_plan(clean_id))
+    if res is None or res.status is not Status.COMPLETED:
+        raise RuntimeError(f"mcp: the clean run failed: {res and res.error}")
+    fault_id = f"mcp-{uuid.uuid4().hex[:6]}"
+    result, faulted_s = await b.run(q_fault, fault_id, orig_plan(fault_id))
+    a = await b.audit(fault_id, result, journal)
+    b.stop_all()
+    note = "dies mid-call / 4 s to start / hangs past its 3 s timeout, first call of each key"
+    if result is not None and result.status is not Status.COMPLETED:
+        note += f"; error: {result.error}"
+    return Row("MCP servers: dying, slow to start, hanging", "yes" if a.completed else "NO",
+               len(a.repeated), sum(a.duplicates.values()), len(a.lost), clean_s, faulted_s,
+               note)
+
+
+def mixed30(task_id: str) -> Plan:
+    """30 steps in 6 layers of 5: code (1 s), `work` tool (0.5 s) and agent steps (a
+    model turn calling `work`, then an answer), each on 1-2 steps of the layer before."""
+    rng = random.Random(task_id)
+    steps = []
+    for i in range(6):
+        for j in range(5):
+            sid = f"l{i}_{j}"
+            deps = sorted({f"l{i-1}_{rng.randrange(5)}" for _ in range(2)}) if i else []
+            kind = (i * 5 + j) % 3
+            if kind == 0:
+                steps.append(code_step(task_id, sid, deps, 1.0))
+            elif kind == 1:
+                steps.append(tool_step(task_id, sid, deps, 0.5))
+            else:
+                steps.append({"id": sid, "type": "search", "title": sid, "deps": deps,
+                              "description": f"agent step {sid} of {task_id}"})
+    return Plan.model_validate({"steps": steps})
+
+
+async def ten_kills(b: Bench) -> Row:
+    """Ten runs of mixed30 on two workers; in each, kill -9 one worker at a random moment
+    (even runs: the worker process, its supervisor forks another; odd runs: the whole
+    worker, and a new one is started)."""
+    rng = random.Random(7)
+    b.llm.chaos = agent_reply
+    queue = f"q-ten-{uuid.uuid4().hex[:4]}"
+    journal = b.tmp / "ten.journal"
+    ws = [b.worker(queue, journal), b.worker(queue, journal)]
+    for w in ws:
+        await w.ready()
+    clean_id = f"clean-ten-{uuid.uuid4().hex[:6]}"
+    clean, clean_s = await b.run(queue, clean_id, mixed30(clean_id))
+    if clean is None or clean.status is not Status.COMPLETED:
+        raise RuntimeError(f"ten kills: the clean run failed: {clean and clean.error}")
+    done, repeated, dups, lost, makespans, notes = 0, 0, 0, 0, [], []
+    for run in range(10):
+        task_id = f"ten{run}-{uuid.uuid4().hex[:6]}"
+        at = rng.uniform(0.5, clean_s * 0.9)
+
+        async def fault(t0: float, run: int = run, at: float = at) -> None:
+            await asyncio.sleep(at)
+            victim = rng.randrange(2)
+            w = ws[victim]
+            if run % 2 == 0:
+                pid = w.worker_pid()
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+            else:
+                for pid in w.pids():
+                    os.kill(pid, signal.SIGKILL)
+                ws[victim] = b.worker(queue, journal)
+            notes.append(f"{at:.1f}")
+
+        result, took = await b.run(queue, task_id, mixed30(task_id), during=fault)
+        a = await b.audit(task_id, result, journal)
+        done += a.completed
+        repeated += len(a.repeated) + b.llm_repeats(task_id)
+        dups = max(dups, sum(a.duplicates.values()))
+        lost += len(a.lost)
+        makespans.append(took)
+        for w in ws:
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                await w.ready(limit=60)
+    b.stop_all()
+    return Row("10 x kill -9 of one of 2 workers, 30 mixed steps", f"{done}/10", repeated,
+               dups, lost, clean_s, statistics.median(makespans),
+               f"kills at {', '.join(notes)} s; faulted s = median; max "
+               f"{max(makespans):.1f} s")
+
+
 FAULTS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "kill9": lambda b: worker_fault(b, "kill9", "worker kill -9 (supervised)"),
     "kill9cold": lambda b: worker_fault(b, "kill9cold", "worker kill -9, cold restart"),
     "sigterm": lambda b: worker_fault(b, "sigterm", "worker SIGTERM, then new worker"),
     "rolling": lambda b: worker_fault(b, "rolling", "deploy: new worker, SIGTERM old"),
+    "temporal": temporal_restart,
+    "postgres": postgres_outage,
+    "llm": llm_storm,
+    "mcp": mcp_faults,
+    "tenkills": ten_kills,
 }
 
 

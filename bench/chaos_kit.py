@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -110,11 +111,14 @@ def _pg_bin(name: str) -> str:
 class PgCluster:
     """A throwaway PostgreSQL cluster of our own (never the machine's shared server)."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.dir = tmp / "pgdata"
+    def __init__(self) -> None:
+        # Its own directory, reachable by the uid it runs as (not under a 0700 tmp dir).
+        self.base = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+        self.base.chmod(0o755)
+        self.dir = self.base / "pgdata"
         self.port = free_port()
-        self.log = tmp / "pg.log"
-        self.sock = tmp / "pgsock"
+        self.log = self.base / "pg.log"
+        self.sock = self.base / "sock"
 
     @property
     def dsn(self) -> str:
@@ -137,16 +141,17 @@ class PgCluster:
         self.sock.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             ids = self._as_user()
-            for p in (self.dir.parent, self.sock):
+            for p in (self.base, self.sock):
                 os.chown(p, ids["user"], ids["group"])
-        self._run(_pg_bin("initdb"), "-D", str(self.dir), "-U", "postgres", "-A", "trust",
-                  "--no-sync")
-        await self.start()
+        await asyncio.to_thread(
+            self._run, _pg_bin("initdb"), "-D", str(self.dir), "-U", "postgres", "-A",
+            "trust", "--no-sync")
+        await asyncio.to_thread(self.start)
         conn = await asyncpg.connect(self.dsn.rsplit("/", 1)[0] + "/postgres")
         await conn.execute("CREATE DATABASE chaos")
         await conn.close()
 
-    async def start(self) -> None:
+    def start(self) -> None:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.dir), "-l", str(self.log), "-w", "start",
                   "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 "
                         f"-c unix_socket_directories={self.sock} -c fsync=off "
@@ -158,7 +163,7 @@ class PgCluster:
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 @dataclass

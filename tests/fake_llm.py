@@ -41,7 +41,8 @@ class FakeLLM:
         self.default: Scripted | None = None
         self.routes: list[tuple[str, list[Scripted]]] = []
         # Called first with each request's body; a reply it returns is served instead
-        # (fault injection: storms of 429/5xx, timeouts, closed connections).
+        # (fault injection: storms of 429/5xx, timeouts, closed connections; or answers
+        # computed from the request).
         self.chaos: Callable[[dict[str, Any]], Scripted | None] | None = None
         # (request body, status) of every answer sent.
         self.answered: list[tuple[dict[str, Any], int]] = []
@@ -55,6 +56,7 @@ class FakeLLM:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fault = fake.chaos(body) if fake.chaos is not None else None
+                extra: dict[str, str] = {}
                 if fault is not None:
                     with fake._lock:
                         fake.requests.append({"path": self.path, "body": body,
@@ -64,10 +66,10 @@ class FakeLLM:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
-                    status, payload = fault.status, {"error": {"message": fault.error}}
+                    status, payload = fake._reply(body, fault)
                     extra = fault.headers
                 else:
-                    status, payload, extra = *fake._answer(self.path, body), {}
+                    status, payload = fake._answer(self.path, body)
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -133,6 +135,9 @@ class FakeLLM:
                 reply = self.default
             else:
                 return 500, {"error": {"message": "fake LLM: no scripted reply left"}}
+        return self._reply(body, reply)
+
+    def _reply(self, body: dict[str, Any], reply: Scripted) -> tuple[int, dict[str, Any]]:
         if reply.status != 200:
             return reply.status, {"error": {"message": reply.error or "scripted error"}}
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}
