@@ -323,6 +323,8 @@ async def clean_then_faulted(
     b.stop_all()
     if result is not None and result.status is not Status.COMPLETED:
         notes.append(f"error: {result.error}")
+    if a.duplicates:
+        notes.append(f"duplicates: {a.duplicates}")
     return Row(name, "yes" if a.completed else "NO", repeated, sum(a.duplicates.values()),
                len(a.lost), clean_s, faulted_s, "; ".join(notes))
 
