@@ -32,6 +32,7 @@ from models.org import InvalidOrg, load_org
 from models.settings import Settings
 from models.tools import InvalidToolsConfig
 from models.usage import Price, PriceTableError
+from runtime.capacity import sandbox_slots
 from runtime.outage import riding
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
@@ -179,6 +180,13 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
         )
     if "workflows" in roles:
         by_queue.setdefault(settings.task_queue, [])
+    # Code steps: no more sandboxes at once than the host holds; the rest wait in Temporal.
+    sandbox_queue = settings.queue_for("sandbox")
+    slots = sandbox_slots(settings.max_sandboxes, memory_mb=(
+        deps.sandbox.limits.memory_mb if deps.sandbox is not None else 1024))
+    if sandbox_queue == settings.task_queue and "sandbox" in roles:
+        log.warning("code steps share the task queue %s: BEESTOWN_MAX_SANDBOXES cannot "
+                    "be applied", sandbox_queue)
     workers = []
     for queue, activities in by_queue.items():
         workflows = [TaskWorkflow, SubtaskWorkflow] if (
@@ -189,7 +197,8 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
                 task_queue=queue,
                 workflows=workflows,
                 activities=activities,
-                max_concurrent_activities=200,
+                max_concurrent_activities=(
+                    slots if queue == sandbox_queue != settings.task_queue else 200),
                 max_concurrent_workflow_tasks=200,
                 max_concurrent_local_activities=200,
                 # A killed worker's sticky queue is given up on after 2 s instead of 5 s,

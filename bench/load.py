@@ -92,7 +92,7 @@ class Workers:
         if split:
             base.update({"BEESTOWN_LLM_TASK_QUEUE": self.queue + "-llm",
                          "BEESTOWN_SANDBOX_TASK_QUEUE": self.queue + "-sandbox",
-                         "BEESTOWN_TOOL_TASK_QUEUE": self.queue + "-sandbox"})
+                         "BEESTOWN_TOOL_TASK_QUEUE": self.queue + "-tools"})
         self.envs = ([dict(base, BEESTOWN_WORKER_ROLES=r)
                       for r in ("workflows", "sandbox,tools", "llm")] if split else [base])
 

@@ -93,7 +93,9 @@ class Settings(BaseSettings):
         """Return the task queue that serves activities of `kind` (llm, sandbox or tools)."""
         specific = {
             "llm": self.llm_task_queue,
-            "sandbox": self.sandbox_task_queue,
+            # Code steps always get a queue of their own, so the sandbox limit below is
+            # applied by Temporal (the rest wait there, not in a worker).
+            "sandbox": self.sandbox_task_queue or f"{self.task_queue}-sandbox",
             "tools": self.tool_task_queue,
         }[kind]
         return specific or self.task_queue
@@ -111,6 +113,10 @@ class Settings(BaseSettings):
     # `python -m activities.sandbox.setup` installs, else /usr/bin/python3.
     sandbox_python: Path | None = Field(None, validation_alias="BEESTOWN_SANDBOX_PYTHON")
     sandbox_bwrap: str | None = Field(None, validation_alias="BEESTOWN_SANDBOX_BWRAP")
+    # Sandbox sessions this worker runs at once (default: 4 per CPU, and never more than
+    # 75 % of the host's memory holds; runtime/capacity.py).
+    max_sandboxes: int | None = Field(None, ge=1, le=1000,
+                                      validation_alias="BEESTOWN_MAX_SANDBOXES")
 
     # --- tokens ---
     # YAML or JSON: model -> {input, output} in USD per 1M tokens, over the defaults of
