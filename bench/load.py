@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -152,6 +153,15 @@ async def history_size(client: Client, wid: str) -> tuple[int, int]:
 async def one_round(client: Client, tmp: Path, address: str, dsn: str, *, split: bool,
                     tasks: int, steps: int, step_s: float) -> Figures:
     workers = Workers(tmp, address, dsn, split)
+    try:
+        return await _measure(client, workers, dsn, split=split, tasks=tasks, steps=steps,
+                              step_s=step_s)
+    finally:
+        workers.stop()
+
+
+async def _measure(client: Client, workers: Workers, dsn: str, *, split: bool, tasks: int,
+                   steps: int, step_s: float) -> Figures:
     await workers.start()
     await asyncio.sleep(1)
     rss_start = workers.rss_mb()
@@ -178,8 +188,6 @@ async def one_round(client: Client, tmp: Path, address: str, dsn: str, *, split:
     stop.set()
     peak = await watcher
     sizes = await asyncio.gather(*(history_size(client, t) for t in ids))
-    # A step's own child workflow history, for scale.
-    workers.stop()
     lat = sorted(r[0] for r in results)
     biggest = max(sizes, key=lambda s: s[1])
     return Figures("split by role (3)" if split else "one, all roles", tasks,
@@ -225,4 +233,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM ends the run like Ctrl-C does: servers, workers and the database are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     asyncio.run(main())
