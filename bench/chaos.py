@@ -21,13 +21,13 @@ import json
 import os
 import random
 import re
-import statistics
 import signal
+import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,9 @@ class Row:
     def cells(self) -> list[str]:
         delay = (f"{self.faulted_s - self.clean_s:+.2f} s"
                  if self.faulted_s is not None and self.clean_s is not None else "-")
-        fmt = (lambda v: f"{v:.2f}" if v is not None else "-")
+        def fmt(v: float | None) -> str:
+            return f"{v:.2f}" if v is not None else "-"
+
         return [self.fault, self.completed, str(self.repeated), str(self.duplicates),
                 str(self.lost), fmt(self.clean_s), fmt(self.faulted_s), delay, self.note]
 
@@ -136,8 +138,8 @@ class Bench:
         return w
 
     async def run(self, queue: str, task_id: str, plan: Plan, *,
-                  during: Callable[[float], Awaitable[None]] | None = None,
-                  timeout: float = 180) -> tuple[TaskResult | None, float]:
+                  during: Callable[[float], Coroutine[Any, Any, None]] | None = None,
+                  limit: float = 180) -> tuple[TaskResult | None, float]:
         """Start the task; run `during(t0)` beside it; return its result and makespan."""
         assert self.client is not None
         t0 = time.monotonic()
@@ -145,10 +147,8 @@ class Bench:
             "TaskWorkflow", TaskInput(plan=plan), id=task_id, task_queue=queue)
         side = asyncio.create_task(during(t0)) if during else None
         result: TaskResult | None = None
-        try:
-            result = await asyncio.wait_for(self._result(handle), timeout=timeout)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            result = await asyncio.wait_for(self._result(handle), timeout=limit)
         elapsed = time.monotonic() - t0
         if side is not None:
             await side
@@ -212,15 +212,19 @@ class Bench:
         self.workers.clear()
 
 
+def _started(journal: Path, prefix: str) -> set[str]:
+    if not journal.exists():
+        return set()
+    return {ln.split()[3] for ln in journal.read_text().splitlines()
+            if ln.split()[2:3] == ["start"] and ln.split()[3].startswith(prefix)}
+
+
 async def when_started(journal: Path, prefix: str, n: int, t0: float,
-                       timeout: float = 60) -> float:
+                       limit: float = 60) -> float:
     """Wait until `n` units whose key starts with `prefix` have started; return time."""
-    while time.monotonic() - t0 < timeout:
-        if journal.exists():
-            starts = {ln.split()[3] for ln in journal.read_text().splitlines()
-                      if ln.split()[2:3] == ["start"] and ln.split()[3].startswith(prefix)}
-            if len(starts) >= n:
-                return time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if len(await asyncio.to_thread(_started, journal, prefix)) >= n:
+            return time.monotonic()
         await asyncio.sleep(0.02)
     raise TimeoutError(f"{prefix}: never started {n}")
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,14 +38,34 @@ DEV_SERVER_ARGS = [
 ]
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of `pid`, 0 when it is gone."""
+    try:
+        for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_port(port: int, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
             _, w = await asyncio.open_connection("127.0.0.1", port)
@@ -78,13 +97,16 @@ class TemporalDev:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        self.spawn()
+        await wait_port(self.port)
+
+    def spawn(self) -> None:
         self.proc = subprocess.Popen(
             [temporal_cli(), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
              "--port", str(self.port), "--http-port", str(free_port()),
              "--metrics-port", str(free_port()), "--db-filename", str(self.db),
              "--log-level", "error", *DEV_SERVER_ARGS],
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        await wait_port(self.port)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -186,11 +208,7 @@ class WorkerProc:
         """This process and its children (the worker a supervisor forked)."""
         if self.proc is None or self.proc.poll() is not None:
             return set()
-        try:
-            parent = psutil.Process(self.proc.pid)
-            return {self.proc.pid} | {c.pid for c in parent.children()}
-        except psutil.NoSuchProcess:
-            return set()
+        return {self.proc.pid, *children(self.proc.pid)}
 
     def worker_pid(self) -> int | None:
         """The pid serving now: the supervisor's child, else the process itself."""

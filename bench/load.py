@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import psutil
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chaos_kit import ROOT, TemporalDev
+from bench.chaos_kit import ROOT, TemporalDev, children, rss_bytes
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import Status
@@ -97,11 +96,14 @@ class Workers:
         self.envs = ([dict(base, BEESTOWN_WORKER_ROLES=r)
                       for r in ("workflows", "sandbox,tools", "llm")] if split else [base])
 
-    async def start(self) -> None:
+    def spawn(self) -> None:
         for i, env in enumerate(self.envs):
             log = self.tmp / f"{self.queue}-{i}.log"
             self.procs.append(subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env,
                                                stdout=log.open("ab"), stderr=subprocess.STDOUT))
+
+    async def start(self) -> None:
+        self.spawn()
         for i, p in enumerate(self.procs):
             log = self.tmp / f"{self.queue}-{i}.log"
             for _ in range(1200):
@@ -114,11 +116,11 @@ class Workers:
     def rss_mb(self) -> float:
         total = 0
         for p in self.procs:
-            try:
-                proc = psutil.Process(p.pid)
-                total += sum(q.memory_info().rss for q in [proc, *proc.children(recursive=True)])
-            except psutil.NoSuchProcess:
-                pass
+            todo = [p.pid]
+            while todo:
+                pid = todo.pop()
+                total += rss_bytes(pid)
+                todo += children(pid)
         return total / 2**20
 
     def stop(self) -> None:

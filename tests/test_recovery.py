@@ -91,7 +91,8 @@ async def run_with_fault(client: Client, settings: Settings, database_url: str,
     await asyncio.sleep(0.4)
     if fault == "kill9":  # the worker process; its supervisor forks another
         pid = first.worker_pid()
-        assert pid is not None and pid != first.proc.pid  # type: ignore[union-attr]
+        assert pid is not None
+        assert pid != first.proc.pid
         os.kill(pid, signal.SIGKILL)
     elif fault == "kill9cold":  # everything; a new process is started from scratch
         for pid in first.pids():
@@ -149,7 +150,8 @@ async def test_sigterm_hands_in_flight_steps_back_at_once(
     # timeout could have noticed anything (the first attempt is recorded as failed).
     desc = await child.describe()
     pending = desc.raw_description.pending_activities
-    assert pending and pending[0].attempt == 2, pending
+    assert pending
+    assert pending[0].attempt == 2, pending
     assert pending[0].last_failure.message, pending[0]
     result = await asyncio.wait_for(outcome(handle), timeout=60)
     assert result.status is Status.COMPLETED, result.error
