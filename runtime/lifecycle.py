@@ -1,20 +1,22 @@
-"""A worker process's life: start its workers, and on SIGTERM hand in-flight work back.
+"""A worker process's life: start, hand work back on SIGTERM, take it back after a crash.
 
-Two things decide how soon a task resumes after its worker goes away:
+What decides how soon a task resumes after its worker goes away (bench/chaos.py):
 
-- **In-flight activities.** On SIGTERM (a deploy) the workers shut down with no grace
-  period: every running activity is cancelled at once, and its failure goes back to
-  Temporal, which retries it on another worker right away instead of waiting for a
-  heartbeat or start-to-close timeout. Step activities are idempotent (their result is
-  stored first and handed back on retry), so a cancelled attempt costs its own time only.
-  After kill -9 nothing can be handed back: the heartbeat timeout of each activity kind
-  (workflows/policies.py) is what notices.
-- **Sticky workflow tasks.** A workflow's next task goes to the sticky queue of the
-  worker that last ran it. A clean shutdown tells the server (ShutdownWorker), so those
-  tasks move to the normal queue at once. A killed worker cannot; its tasks wait out
-  `sticky_queue_schedule_to_start_timeout`. So a starting worker resets the stickiness
-  of the workflows that are open on its queue (`release_sticky`): their next task goes
-  to the normal queue, where any live worker takes it.
+- **SIGTERM (a deploy).** The workers shut down with no grace period: every running
+  activity is cancelled at once and its failure goes back to Temporal, which retries it
+  on another worker right away instead of after a heartbeat or start-to-close timeout.
+  Step activities are idempotent (a stored result is handed back on retry), so a
+  cancelled attempt costs only its own time. The shutdown also tells the server
+  (ShutdownWorker), so the workflows' next tasks leave this worker's sticky queue at once.
+- **kill -9.** Nothing is handed back. `supervise` runs the worker in a forked child of a
+  process that has imported everything, and forks a new child the moment one is killed
+  (ready in about a second instead of a cold start's several). A starting worker that sees
+  pollers of a dead process of this host on its queues (`dead_pollers`) then takes their
+  work back (`recover_orphans`): it fails each activity attempt the dead process had
+  started, so Temporal retries it now rather than after its heartbeat timeout, and resets
+  the sticky queue of each open workflow, so their next tasks do not wait out
+  `sticky_queue_schedule_to_start_timeout` behind a dead worker. A worker that died on
+  another host is noticed by the heartbeat timeouts of workflows/policies.py.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
     DescribeWorkflowExecutionRequest,
     ResetStickyTaskQueueRequest,
 )
@@ -128,8 +132,29 @@ async def recover_orphans(client: Client, task_queue: str, *, limit: int = 10_00
     return counts[0], counts[1]
 
 
-async def _take_back(client: Client, task_queue: str) -> None:
+async def dead_pollers(client: Client, queues: list[str]) -> list[str]:
+    """Identities of this host's dead processes that polled `queues` lately (the server
+    remembers pollers for a few minutes)."""
+    me = client.identity
+    dead: set[str] = set()
+    for queue in queues:
+        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                     TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=client.namespace, task_queue=TaskQueue(name=queue),
+                task_queue_type=kind))
+            dead |= {p.identity for p in resp.pollers if _dead_here(p.identity, me)}
+    return sorted(dead)
+
+
+async def _take_back(client: Client, task_queue: str, queues: list[str]) -> None:
     try:
+        # Only after a crash here: otherwise the sweep would cost every open workflow a
+        # replay for nothing.
+        dead = await dead_pollers(client, queues)
+        if not dead:
+            return
+        log.info("workers of this host that died lately: %s", ", ".join(dead))
         reset, failed = await recover_orphans(client, task_queue)
         log.info("took back from dead workers: %d sticky queues reset, %d attempts failed "
                  "for retry", reset, failed)
@@ -178,7 +203,9 @@ async def serve_workers(
         settings.temporal_address, namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter, identity=worker_identity())
     # Beside the start: a dead worker's work is handed back while we get ready to serve it.
-    sweep = asyncio.create_task(_take_back(client, settings.task_queue))
+    queues = sorted({settings.task_queue, *(settings.queue_for(k)
+                                            for k in ("llm", "sandbox", "tools"))})
+    sweep = asyncio.create_task(_take_back(client, settings.task_queue, queues))
     try:
         async with open_deps(settings, registry=registry) as deps:
             if adjust is not None:
