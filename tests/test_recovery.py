@@ -8,6 +8,7 @@ bench/chaos.py's business; these only assert the outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from bench.chaos_kit import (
     WorkerProc,
@@ -156,3 +158,62 @@ async def test_sigterm_hands_in_flight_steps_back_at_once(
     result = await asyncio.wait_for(outcome(handle), timeout=60)
     assert result.status is Status.COMPLETED, result.error
     assert repeated_work(journal) == []
+
+
+async def test_a_model_call_on_a_worker_that_vanished_is_retried_after_its_heartbeat_timeout(
+    client: Client, settings: Settings, database_url: str, tmp_path: Path, llm: Any,
+) -> None:
+    """No restart on this host to take the work back: the worker heartbeats for the
+    waiting model call, so its death is noticed by the heartbeat timeout (not after the
+    call's five-minute start-to-close timeout) and the other worker asks again."""
+    from temporalio.api.enums.v1 import TimeoutType
+
+    from tests.fake_llm import Scripted
+
+    first_call = {"seen": False}
+
+    def slow_first(body: dict[str, Any]) -> Scripted:
+        if not first_call["seen"]:
+            first_call["seen"] = True
+            return Scripted("too late", delay_s=60)
+        return Scripted("the answer")
+
+    llm.chaos = slow_first
+    workers = []
+    for _ in range(2):
+        env = worker_env(address=temporal_address(client), queue=settings.task_queue,
+                         database_url=database_url, state_dir=tmp_path,
+                         journal=tmp_path / "journal", llm_url=llm.base_url)
+        workers.append(WorkerProc(env=env, log=tmp_path / "worker.log").start())
+    try:
+        for w in workers:
+            await w.ready()
+        task_id = f"rec-hb-{os.urandom(3).hex()}"
+        handle = await start_task(client, settings, TaskInput(plan=plan_of(
+            {"id": "a", "type": "search", "description": "think"})), task_id=task_id)
+        child = client.get_workflow_handle(f"{task_id}/a")
+        identity = ""
+        for _ in range(600):
+            with contextlib.suppress(RPCError):
+                pending = (await child.describe()).raw_description.pending_activities
+                if pending and pending[0].last_worker_identity and first_call["seen"]:
+                    identity = pending[0].last_worker_identity
+                    break
+            await asyncio.sleep(0.05)
+        pid = int(identity.partition("@")[0])
+        [victim] = [w for w in workers if pid in w.pids()]
+        for p in victim.pids():
+            os.kill(p, signal.SIGKILL)
+        result = await asyncio.wait_for(outcome(handle), timeout=120)
+        assert result.status is Status.COMPLETED, result.error
+        history = await child.fetch_history()
+        started = [e.activity_task_started_event_attributes for e in history.events
+                   if e.HasField("activity_task_started_event_attributes")]
+        assert started[-1].attempt == 2
+        assert started[-1].last_failure.timeout_failure_info.timeout_type == (
+            TimeoutType.TIMEOUT_TYPE_HEARTBEAT), started[-1].last_failure
+    finally:
+        for w in workers:
+            for p in w.pids():
+                os.kill(p, signal.SIGKILL)
+            w.wait(10)
