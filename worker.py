@@ -33,7 +33,7 @@ from models.settings import Settings
 from models.tools import InvalidToolsConfig
 from models.usage import Price, PriceTableError
 from runtime.capacity import sandbox_slots
-from runtime.heartbeat import AutoHeartbeat
+from runtime.interceptors import AutoHeartbeat
 from runtime.outage import riding
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
@@ -205,7 +205,7 @@ def build_workers(client: Client, settings: Settings, deps: Deps) -> list[Worker
                 # A killed worker's sticky queue is given up on after 2 s instead of 5 s,
                 # so another worker resumes its workflows sooner (measured in the notes).
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
-                # Activities given a heartbeat timeout heartbeat while they wait.
+                # Heartbeats while activities wait; a shutdown's attempts retried at once.
                 interceptors=[AutoHeartbeat()],
                 # No grace: on SIGTERM in-flight activities are cancelled at once and
                 # retried elsewhere (runtime/lifecycle.py); steps are idempotent.

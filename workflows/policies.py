@@ -28,7 +28,7 @@ LLM_RETRY = RetryPolicy(
     non_retryable_error_types=PERMANENT,
 )
 LLM_STEP_TIMEOUT = timedelta(minutes=5)
-# A model call only waits on the server; the worker heartbeats for it (runtime/heartbeat.py)
+# A model call only waits on the server; the worker heartbeats for it (runtime/interceptors.py)
 # so a worker that dies mid-call is noticed after this instead of LLM_STEP_TIMEOUT. The
 # SDK sends one heartbeat per 8 s: 0.125 a second per running call reach the server.
 LLM_HEARTBEAT = timedelta(seconds=10)
