@@ -35,6 +35,7 @@ from models.io import Progress, TaskInput, TaskResult
 from models.plan import InvalidPlan, load_plan_file
 from models.settings import Settings
 from models.task import Priority, Status
+from workflows import policies
 from workflows.failures import failure_message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -162,6 +163,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             "TaskWorkflow", task, id=task_id, task_queue=settings.task_queue,
             # A task id names one run: its rows and children's ids are keyed by it.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # As for subtasks: a worker killed mid-task is replaced after 3 s, not 10 s.
+            task_timeout=policies.CHILD_TASK_TIMEOUT,
             static_summary=(args.title or (plan.title if plan else "") or args.prompt or "")[:200],
         )
     except WorkflowAlreadyStartedError:

@@ -55,6 +55,7 @@ from models.plan import Plan
 from models.task import Status
 from tests.conftest import _admin_dsn, _with_database
 from tests.fake_llm import FakeLLM, Scripted
+from workflows import policies
 
 STEP_S = 1.5
 
@@ -144,7 +145,8 @@ class Bench:
         assert self.client is not None
         t0 = time.monotonic()
         handle = await self.client.start_workflow(
-            "TaskWorkflow", TaskInput(plan=plan), id=task_id, task_queue=queue)
+            "TaskWorkflow", TaskInput(plan=plan), id=task_id, task_queue=queue,
+            task_timeout=policies.CHILD_TASK_TIMEOUT)  # as starter.py does
         side = asyncio.create_task(during(t0)) if during else None
         result: TaskResult | None = None
         with contextlib.suppress(TimeoutError):
