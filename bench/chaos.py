@@ -556,6 +556,35 @@ async def ten_kills(b: Bench) -> Row:
                f"{max(makespans):.1f} s")
 
 
+async def heartbeat_cost(b: Bench) -> str:
+    """Heartbeat RPCs reaching the server per running step, per kind: 4 code steps of
+    12 s, then 4 agent steps whose one model call takes 12 s."""
+    queue = f"q-hb-{uuid.uuid4().hex[:4]}"
+    journal = b.tmp / "hb.journal"
+    await b.worker(queue, journal).ready()
+    out = []
+    slow = {"on": True}
+
+    def slow_model(body: dict[str, Any]) -> Scripted:
+        return Scripted("slow answer", delay_s=12) if slow["on"] else Scripted("x")
+
+    b.llm.chaos = slow_model
+    for kind in ("code", "agent"):
+        task_id = f"hb-{kind}-{uuid.uuid4().hex[:4]}"
+        if kind == "code":
+            steps = [code_step(task_id, f"s{i}", [], 12) for i in range(4)]
+        else:
+            steps = [{"id": f"s{i}", "type": "search", "description": f"agent step s{i}"}
+                     for i in range(4)]
+        before = b.temporal.requests("RecordActivityTaskHeartbeat")
+        _, took = await b.run(queue, task_id, Plan.model_validate({"steps": steps}))
+        beats = b.temporal.requests("RecordActivityTaskHeartbeat") - before
+        out.append(f"{kind}: {beats:.0f} heartbeats for 4 steps over {took:.1f} s = "
+                   f"{beats / 4 / took:.2f} per running step per second")
+    b.stop_all()
+    return "; ".join(out)
+
+
 FAULTS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "kill9": lambda b: worker_fault(b, "kill9", "worker kill -9 (supervised)"),
     "kill9cold": lambda b: worker_fault(b, "kill9cold", "worker kill -9, cold restart"),
@@ -580,6 +609,8 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(FAULTS))
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--heartbeat-cost", action="store_true",
+                    help="only measure heartbeats reaching the server per running step")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
     admin = await _admin_dsn(tmp)
@@ -594,6 +625,9 @@ async def main() -> None:
     await b.connect()
     rows: list[Row] = []
     try:
+        if args.heartbeat_cost:
+            print(await heartbeat_cost(b))
+            return
         for _ in range(args.repeat):
             for name in args.only.split(","):
                 rows.append(await FAULTS[name](b))

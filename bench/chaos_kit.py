@@ -90,11 +90,26 @@ class TemporalDev:
         self.port = free_port()
         self.db = tmp / "temporal.db"
         self.log = tmp / "temporal.log"
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def requests(self, operation: str) -> float:
+        """The frontend's count of `operation` calls so far (its Prometheus metrics)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as r:
+            text = r.read().decode()
+        total = 0.0
+        for ln in text.splitlines():
+            if (ln.startswith("service_requests{") and f'operation="{operation}"' in ln
+                    and "frontend" in ln):
+                total += float(ln.rsplit(" ", 1)[1])
+        return total
 
     async def start(self) -> None:
         self.spawn()
@@ -104,7 +119,7 @@ class TemporalDev:
         self.proc = subprocess.Popen(
             [temporal_cli(), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
              "--port", str(self.port), "--http-port", str(free_port()),
-             "--metrics-port", str(free_port()), "--db-filename", str(self.db),
+             "--metrics-port", str(self.metrics_port), "--db-filename", str(self.db),
              "--log-level", "error", *DEV_SERVER_ARGS],
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 

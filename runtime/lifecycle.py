@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     DescribeWorkflowExecutionRequest,
@@ -81,6 +84,36 @@ def _dead_here(identity: str, me: str) -> bool:
     return False
 
 
+# An attempt whose own timeout fires within this is left to it: failing it by id just as
+# the server retries it could fail the new attempt instead (ById names no attempt).
+TIMER_MARGIN = timedelta(seconds=1)
+
+
+def _about_to_time_out(act: PendingActivityInfo) -> bool:
+    timeout = act.activity_options.heartbeat_timeout.ToTimedelta()
+    if not timeout:
+        timeout = act.activity_options.start_to_close_timeout.ToTimedelta()
+    if not timeout:
+        return False
+    last = (act.last_heartbeat_time if act.HasField("last_heartbeat_time")
+            else act.last_started_time).ToDatetime(tzinfo=UTC)
+    return datetime.now(UTC) + TIMER_MARGIN >= last + timeout
+
+
+@contextlib.contextmanager
+def _one_sweeper(state_dir: Path) -> Iterator[bool]:
+    """Yield whether we may sweep: one process of this host at a time (two failing the
+    same activity by id could fail the retry one of them caused)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "sweep.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+
+
 async def recover_orphans(client: Client, task_queue: str, *, limit: int = 10_000
                           ) -> tuple[int, int]:
     """Take back what dead workers held in the open workflows of `task_queue`.
@@ -112,7 +145,8 @@ async def recover_orphans(client: Client, task_queue: str, *, limit: int = 10_00
                                                      execution=execution))
                 for act in desc.pending_activities:
                     if (act.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                            and _dead_here(act.last_worker_identity, me)):
+                            and _dead_here(act.last_worker_identity, me)
+                            and not _about_to_time_out(act)):
                         handle = client.get_async_activity_handle(
                             workflow_id=workflow_id, run_id=run_id,
                             activity_id=act.activity_id)
@@ -147,15 +181,20 @@ async def dead_pollers(client: Client, queues: list[str]) -> list[str]:
     return sorted(dead)
 
 
-async def _take_back(client: Client, task_queue: str, queues: list[str]) -> None:
+async def _take_back(client: Client, task_queue: str, queues: list[str],
+                     state_dir: Path) -> None:
     try:
         # Only after a crash here: otherwise the sweep would cost every open workflow a
         # replay for nothing.
         dead = await dead_pollers(client, queues)
         if not dead:
             return
-        log.info("workers of this host that died lately: %s", ", ".join(dead))
-        reset, failed = await recover_orphans(client, task_queue)
+        with _one_sweeper(state_dir) as mine:
+            if not mine:
+                log.info("another process of this host is taking work back")
+                return
+            log.info("workers of this host that died lately: %s", ", ".join(dead))
+            reset, failed = await recover_orphans(client, task_queue)
         log.info("took back from dead workers: %d sticky queues reset, %d attempts failed "
                  "for retry", reset, failed)
     except RPCError as e:  # visibility unavailable: the timeouts still apply
@@ -205,7 +244,8 @@ async def serve_workers(
     # Beside the start: a dead worker's work is handed back while we get ready to serve it.
     queues = sorted({settings.task_queue, *(settings.queue_for(k)
                                             for k in ("llm", "sandbox", "tools"))})
-    sweep = asyncio.create_task(_take_back(client, settings.task_queue, queues))
+    sweep = asyncio.create_task(_take_back(client, settings.task_queue, queues,
+                                           settings.state_dir))
     try:
         async with open_deps(settings, registry=registry) as deps:
             if adjust is not None:
