@@ -153,3 +153,48 @@ async def test_database_connections_dropped_mid_run_are_ridden_out(
         await killer.close()
     # The pool serves again.
     assert await deps.pool.fetchval("SELECT 1") == 1
+
+
+async def test_mcp_servers_dying_mid_call_or_hanging_are_ridden_out(
+    client: Client, deps: Deps, database_url: str, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """One server exits in the middle of its first call, another never answers its first
+    call: the dead one is reopened and asked again, the hung call times out and is
+    retried; each step's work ends once."""
+    import json
+    import sys
+
+    from activities.mcp import open_toolbox
+    from activities.tools import builtin_tools
+    from bench.chaos_kit import ROOT, journal_ends, repeated_work
+
+    journal = tmp_path / "journal"
+    servers = [{"name": name, "transport": "stdio", "command": sys.executable,
+                "args": ["-m", "bench.chaos_mcp", "--mode", mode, "--journal", str(journal),
+                         "--state", str(tmp_path / "state")],
+                "env": {"PYTHONPATH": str(ROOT)}, "timeout_s": 2}
+               for name, mode in (("dying", "die"), ("hanging", "hang"))]
+    (tmp_path / "tools.json").write_text(json.dumps({"tools": servers}))
+    toolbox = await open_toolbox(builtin_tools(), tmp_path / "tools.json")
+    try:
+        settings = make_settings(tmp_path, database_url, llm.base_url,
+                                 temporal_address(client))
+        mine = dataclasses.replace(deps, registry=toolbox)
+        async with contextlib.AsyncExitStack() as stack:
+            for w in build_workers(client, settings, mine):
+                await stack.enter_async_context(w)
+            result = await asyncio.wait_for(outcome(await start_task(
+                client, settings, TaskInput(plan=plan_of(
+                    {"id": "d", "type": "tool", "tool": "dying.work",
+                     "args": {"key": "d", "seconds": 0.5}},
+                    {"id": "h", "type": "tool", "tool": "hanging.work",
+                     "args": {"key": "h", "seconds": 0.5}})))), timeout=120)
+    finally:
+        await toolbox.aclose()
+    assert result.status is Status.COMPLETED, result.error
+    starts = [ln.split()[3] for ln in journal.read_text().splitlines()
+              if ln.split()[2] == "start"]
+    assert sorted(starts) == ["d", "d", "h", "h"]  # each fault met once, then asked again
+    assert journal_ends(journal) == {"d": 1, "h": 1}
+    assert repeated_work(journal) == []
+    assert by_step(result)["d"].output == {"result": "d"}
