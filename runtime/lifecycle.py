@@ -10,11 +10,12 @@ What decides how soon a task resumes after its worker goes away (bench/chaos.py)
   (ShutdownWorker), so the workflows' next tasks leave this worker's sticky queue at once.
 - **kill -9.** Nothing is handed back. `supervise` runs the worker in a forked child of a
   process that has imported everything, and forks a new child the moment one is killed
-  (ready in about a second instead of a cold start's several). A starting worker that sees
-  pollers of a dead process of this host on its queues (`dead_pollers`) then takes their
-  work back (`recover_orphans`): it fails each activity attempt the dead process had
-  started, so Temporal retries it now rather than after its heartbeat timeout, and resets
-  the sticky queue of each open workflow, so their next tasks do not wait out
+  (ready in about a second instead of a cold start's several). A worker that sees, at its
+  start or every WATCH_EVERY_S after, pollers of a newly dead process of this host on its
+  queues (`dead_pollers`) takes their work back (`recover_orphans`): it fails each
+  activity attempt the dead process had started, so Temporal retries it now rather than
+  after its heartbeat timeout, and resets the sticky queue of each open workflow, so
+  their next tasks do not wait out
   `sticky_queue_schedule_to_start_timeout` behind a dead worker. A worker that died on
   another host is noticed by the heartbeat timeouts of workflows/policies.py.
 """
@@ -181,24 +182,32 @@ async def dead_pollers(client: Client, queues: list[str]) -> list[str]:
     return sorted(dead)
 
 
-async def _take_back(client: Client, task_queue: str, queues: list[str],
-                     state_dir: Path) -> None:
-    try:
-        # Only after a crash here: otherwise the sweep would cost every open workflow a
-        # replay for nothing.
-        dead = await dead_pollers(client, queues)
-        if not dead:
-            return
-        with _one_sweeper(state_dir) as mine:
-            if not mine:
-                log.info("another process of this host is taking work back")
-                return
-            log.info("workers of this host that died lately: %s", ", ".join(dead))
-            reset, failed = await recover_orphans(client, task_queue)
-        log.info("took back from dead workers: %d sticky queues reset, %d attempts failed "
-                 "for retry", reset, failed)
-    except RPCError as e:  # visibility unavailable: the timeouts still apply
-        log.warning("could not take work back from dead workers: %s", e)
+# How often a running worker looks for processes of this host that died (a few cheap
+# DescribeTaskQueue calls), so a survivor takes their work back without waiting for a
+# replacement to start.
+WATCH_EVERY_S = 2.0
+
+
+async def watch_dead_peers(client: Client, task_queue: str, queues: list[str],
+                           state_dir: Path, *, every: float = WATCH_EVERY_S) -> None:
+    """At start and then every `every` s: when a process of this host that polled our
+    queues has died since we last looked, take its work back (`recover_orphans`)."""
+    seen: set[str] = set()
+    while True:
+        try:
+            dead = set(await dead_pollers(client, queues))
+            if dead - seen:
+                with _one_sweeper(state_dir) as mine:
+                    if mine:
+                        log.info("processes of this host that died lately: %s",
+                                 ", ".join(sorted(dead - seen)))
+                        reset, failed = await recover_orphans(client, task_queue)
+                        log.info("took back from dead workers: %d sticky queues reset, "
+                                 "%d attempts failed for retry", reset, failed)
+            seen = dead
+        except RPCError as e:  # the server is away: the timeouts still apply
+            log.warning("could not look for dead workers: %s", e)
+        await asyncio.sleep(every)
 
 
 async def run_until_stopped(workers: list[Worker], stop: asyncio.Event) -> None:
@@ -244,8 +253,8 @@ async def serve_workers(
     # Beside the start: a dead worker's work is handed back while we get ready to serve it.
     queues = sorted({settings.task_queue, *(settings.queue_for(k)
                                             for k in ("llm", "sandbox", "tools"))})
-    sweep = asyncio.create_task(_take_back(client, settings.task_queue, queues,
-                                           settings.state_dir))
+    sweep = asyncio.create_task(watch_dead_peers(client, settings.task_queue, queues,
+                                                 settings.state_dir))
     try:
         async with open_deps(settings, registry=registry) as deps:
             if adjust is not None:
