@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Run the worker in a forked child of a supervising process that forks a new one at
     # once when it is killed (runtime/lifecycle.py); off: one process.
     supervise: bool = Field(True, validation_alias="BEESTOWN_SUPERVISE")
+    # Take back the work of this host's dead worker processes at once (fail their
+    # attempts, release their sticky queues); off: only the timeouts notice them.
+    take_back: bool = Field(True, validation_alias="BEESTOWN_TAKE_BACK")
     # Run workflow code inside Temporal's determinism sandbox. Off by default for speed
     # (see bench/dag.py); the tests turn it on to catch non-deterministic workflow code.
     workflow_sandbox: bool = Field(False, validation_alias="BEESTOWN_WORKFLOW_SANDBOX")

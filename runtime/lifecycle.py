@@ -253,8 +253,9 @@ async def serve_workers(
     # Beside the start: a dead worker's work is handed back while we get ready to serve it.
     queues = sorted({settings.task_queue, *(settings.queue_for(k)
                                             for k in ("llm", "sandbox", "tools"))})
-    sweep = asyncio.create_task(watch_dead_peers(client, settings.task_queue, queues,
-                                                 settings.state_dir))
+    sweep = asyncio.create_task(
+        watch_dead_peers(client, settings.task_queue, queues, settings.state_dir)
+        if settings.take_back else asyncio.sleep(0))
     try:
         async with open_deps(settings, registry=registry) as deps:
             if adjust is not None:

@@ -131,32 +131,32 @@ async def test_worker_fault_mid_run_completes_without_repeats(
 async def test_sigterm_hands_in_flight_steps_back_at_once(
     client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
 ) -> None:
-    """The stopped worker's running step is retried as soon as it stops, not after a
-    timeout: the attempt ends failed (cancelled by the shutdown), and a second worker
-    that was up all along runs it again."""
+    """The stopped worker's running step goes back to Temporal as it stops, not after a
+    timeout: the attempt fails as `WorkerShutdown`, and the other worker runs it again."""
     journal = tmp_path / "journal"
-    first = spawn()
-    await first.ready()
+    workers = [spawn(), spawn()]
+    for w in workers:
+        await w.ready()
     task_id = f"rec-hand-{os.urandom(3).hex()}"
     steps = [{"id": "long", "type": "code",
-              "code": f"# chaos:{task_id}/long\nimport time\ntime.sleep(8)\nprint(1)"}]
+              "code": f"# chaos:{task_id}/long\nimport time\ntime.sleep(5)\nprint(1)"}]
     handle = await start_task(client, settings, TaskInput(plan=plan_of(*steps)),
                               task_id=task_id)
     await started(journal, f"{task_id}/long", 1)
-    second = spawn()
-    await second.ready()
-    first.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(first.wait, 20) == 0
     child = client.get_workflow_handle(f"{task_id}/long")
-    # Handed back: the retry starts on the second worker well before the heartbeat
-    # timeout could have noticed anything (the first attempt is recorded as failed).
-    desc = await child.describe()
-    pending = desc.raw_description.pending_activities
-    assert pending
-    assert pending[0].attempt == 2, pending
-    assert pending[0].last_failure.message, pending[0]
+    pending = (await child.describe()).raw_description.pending_activities
+    pid = int(pending[0].last_worker_identity.partition("@")[0])
+    [runner] = [w for w in workers if pid in w.pids()]
+    runner.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(runner.wait, 30) == 0
     result = await asyncio.wait_for(outcome(handle), timeout=60)
     assert result.status is Status.COMPLETED, result.error
+    history = await child.fetch_history()
+    [last] = [e.activity_task_started_event_attributes for e in history.events
+              if e.HasField("activity_task_started_event_attributes")]
+    assert last.attempt == 2
+    assert last.last_failure.application_failure_info.type == "WorkerShutdown", (
+        last.last_failure)
     assert repeated_work(journal) == []
 
 
@@ -183,7 +183,8 @@ async def test_a_model_call_on_a_worker_that_vanished_is_retried_after_its_heart
     for _ in range(2):
         env = worker_env(address=temporal_address(client), queue=settings.task_queue,
                          database_url=database_url, state_dir=tmp_path,
-                         journal=tmp_path / "journal", llm_url=llm.base_url)
+                         journal=tmp_path / "journal", llm_url=llm.base_url,
+                         BEESTOWN_TAKE_BACK="false")  # as if the dead one were elsewhere
         workers.append(WorkerProc(env=env, log=tmp_path / "worker.log").start())
     try:
         for w in workers:
