@@ -54,12 +54,13 @@ class Deps:
     prices: dict[str, Price] | None = None
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, identity: str | None = None) -> Client:
     """Return a Temporal client on the configured server, speaking pydantic."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        identity=identity,
     )
 
 
@@ -231,6 +232,7 @@ def main() -> None:
         settings = Settings()
     except Exception as e:  # pydantic names the variable that is wrong
         raise SystemExit(f"worker: bad configuration: {e}") from e
+
     def run() -> None:
         try:
             asyncio.run(serve(settings))

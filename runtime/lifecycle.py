@@ -238,18 +238,14 @@ async def serve_workers(
     `registry` replaces the built-in function tools; `adjust(deps)` may wrap the opened
     dependencies before the workers are built (benches journal the work with it).
     """
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    from worker import build_workers, open_deps
+    from worker import build_workers, connect, open_deps
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    client = await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter, identity=worker_identity())
+    client = await connect(settings, identity=worker_identity())
     # Beside the start: a dead worker's work is handed back while we get ready to serve it.
     queues = sorted({settings.task_queue, *(settings.queue_for(k)
                                             for k in ("llm", "sandbox", "tools"))})
