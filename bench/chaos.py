@@ -175,7 +175,7 @@ class Bench:
         done = result is not None and result.status is Status.COMPLETED
         conn = await asyncpg.connect(database_url or self.database_url)
         try:
-            dups = await duplicate_rows(conn)
+            dups = await duplicate_rows(conn, task_id)
             produced = {k for k in journal_ends(journal) if k.startswith(task_id + "/")}
             lost = await lost_results(conn, task_id, produced)
         finally:

@@ -319,8 +319,9 @@ _VOLATILE = {"id", "created_at", "updated_at", "applied_at", "started_at", "comp
 _BY_KEY_ONLY = {"usage"}
 
 
-async def duplicate_rows(conn: asyncpg.Connection) -> dict[str, int]:
-    """Rows that say the same thing twice, per table.
+async def duplicate_rows(conn: asyncpg.Connection, task_id: str | None = None
+                         ) -> dict[str, int]:
+    """Rows that say the same thing twice, per table (only `task_id`'s rows, if given).
 
     Every table has a primary key, so a duplicate is a row equal to another on all its
     non-key, non-time columns; usage rows are keyed `<call>/<attempt>`, so two attempts of
@@ -330,26 +331,33 @@ async def duplicate_rows(conn: asyncpg.Connection) -> dict[str, int]:
     tables = [r["tablename"] for r in await conn.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     for table in tables:
+        columns = [r["column_name"] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "'public' AND table_name = $1 AND data_type NOT IN ('tsvector', 'bytea')", table)]
+        where, args = "", []
+        if task_id is not None:
+            key = "task_id" if "task_id" in columns else (
+                "subtask_id" if "subtask_id" in columns else None)
+            if key is None:
+                continue
+            where, args = f'WHERE "{key}" = $1 OR "{key}" LIKE $1 || \'/%\'', [task_id]
         if table in _BY_KEY_ONLY:
+            n = await conn.fetchval(
+                f'SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM "{table}" '
+                f"{where} GROUP BY regexp_replace(id, '/[0-9]+$', '') HAVING count(*) > 1) d",
+                *args)
+            if n:
+                out[f"{table} (one call, two attempts)"] = int(n)
             continue
-        cols = [r["column_name"] for r in await conn.fetch(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND table_name = $1 "
-            "AND data_type NOT IN ('tsvector', 'bytea')", table)
-            if r["column_name"] not in _VOLATILE]
+        cols = [c for c in columns if c not in _VOLATILE]
         if not cols:
             continue
         quoted = ", ".join(f'"{c}"::text' for c in cols)
         n = await conn.fetchval(
-            f'SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM "{table}" '
-            f"GROUP BY {quoted} HAVING count(*) > 1) d")
+            f'SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM "{table}" {where} '
+            f"GROUP BY {quoted} HAVING count(*) > 1) d", *args)
         if n:
             out[table] = int(n)
-    n = await conn.fetchval(
-        "SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM usage "
-        "GROUP BY regexp_replace(id, '/[0-9]+$', '') HAVING count(*) > 1) d")
-    if n:
-        out["usage (same call, two attempts)"] = int(n)
     return out
 
 

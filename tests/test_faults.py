@@ -148,7 +148,7 @@ async def test_database_connections_dropped_mid_run_are_ridden_out(
                                   handle.id)
         assert len(rows) == 8
         assert all(r["status"] == "COMPLETED" and r["result"] is not None for r in rows)
-        assert await duplicate_rows(killer) == {}
+        assert await duplicate_rows(killer, handle.id) == {}
     finally:
         await killer.close()
     # The pool serves again.

@@ -114,7 +114,7 @@ async def run_with_fault(client: Client, settings: Settings, database_url: str,
     assert repeated_work(journal) == []
     conn = await asyncpg.connect(database_url)
     try:
-        assert await duplicate_rows(conn) == {}
+        assert await duplicate_rows(conn, task_id) == {}
         assert await lost_results(conn, task_id, set(ends)) == []
     finally:
         await conn.close()
