@@ -78,11 +78,12 @@ def connect_config(settings: Settings) -> ClientConnectConfig:
 
 
 async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S,
-                  runtime: Runtime | None = None) -> Client:
+                  runtime: Runtime | None = None, identity: str | None = None) -> Client:
     """Return a Temporal client on the configured server, speaking pydantic.
 
     `runtime` (the worker's, serving metrics) runs the client and its workers; None: the
-    SDK's default runtime.
+    SDK's default runtime. `identity` names this process to the server (a worker's names
+    its host and pid, so its peers can tell when it died); None: the SDK's default.
 
     Raises:
         TemporalUnreachable: the server refused, or did not answer within `timeout_s`.
@@ -92,7 +93,7 @@ async def connect(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S,
     try:
         return await asyncio.wait_for(
             Client.connect(**config, data_converter=pydantic_data_converter,
-                           runtime=runtime),
+                           runtime=runtime, identity=identity),
             timeout=timeout_s)
     except TimeoutError as e:
         raise TemporalUnreachable(address, f"no answer within {timeout_s:g} s") from e

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,13 +19,19 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities import metrics
 from activities.roles import activities_by_queue, routing
 from client import TemporalUnreachable, connect, ensure_search_attributes, exit_now
+from hosting.interceptors import AutoHeartbeat
+from hosting.lifecycle import run_until_stopped, supervise, watch_dead_peers, worker_identity
+from hosting.outage import riding
 from models.org import InvalidOrg
 from models.tools import InvalidToolsConfig
+from runtime.capacity import sandbox_slots
 from runtime.db import DatabaseUnreachable
-from runtime.deps import Deps, open_deps
+from runtime.deps import Deps
+from runtime.deps import open_deps as open_runtime_deps
 from runtime.llm.prices import PriceTableError
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
+from runtime.tools.registry import ToolRegistry
 from workflows.subtask import SubtaskWorkflow
 from workflows.task import TaskWorkflow
 
@@ -32,6 +39,15 @@ __all__ = ["Deps", "MetricsUnavailable", "build_workers", "connect", "metrics_ru
            "open_deps", "routing", "serve"]
 
 log = logging.getLogger("beestown.worker")
+
+
+@contextlib.asynccontextmanager
+async def open_deps(settings: Settings, *, registry: ToolRegistry | None = None
+                    ) -> AsyncIterator[Deps]:
+    """Open what a worker's activities share (`runtime.deps.open_deps`), with a pool whose
+    calls wait out a PostgreSQL outage while heartbeating (`hosting.outage`)."""
+    async with open_runtime_deps(settings, registry=registry, wrap_pool=riding) as deps:
+        yield deps
 
 
 def _runner(settings: Settings) -> dict[str, Any]:
@@ -76,6 +92,13 @@ def build_workers(client: Client, settings: Settings, deps: Deps, *,
     roles = settings.roles
     by_queue = activities_by_queue(settings, deps, client=client,
                                    search_attributes=search_attributes)
+    # Code steps: no more sandboxes at once than the host holds; the rest wait in Temporal.
+    sandbox_queue = settings.queue_for("sandbox")
+    slots = sandbox_slots(settings.max_sandboxes, memory_mb=(
+        deps.sandbox.limits.memory_mb if deps.sandbox is not None else 1024))
+    if sandbox_queue == settings.task_queue and "sandbox" in roles:
+        log.warning("code steps share the task queue %s: BEESTOWN_MAX_SANDBOXES cannot "
+                    "be applied", sandbox_queue)
     workers = []
     for queue, activities in by_queue.items():
         workflows = [TaskWorkflow, SubtaskWorkflow] if (
@@ -86,35 +109,54 @@ def build_workers(client: Client, settings: Settings, deps: Deps, *,
                 task_queue=queue,
                 workflows=workflows,
                 activities=activities,
-                max_concurrent_activities=200,
+                max_concurrent_activities=(
+                    slots if queue == sandbox_queue != settings.task_queue else 200),
                 max_concurrent_workflow_tasks=200,
                 max_concurrent_local_activities=200,
                 # A killed worker's sticky queue is given up on after 2 s instead of 5 s,
                 # so another worker resumes its workflows sooner (measured in the notes).
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
-                graceful_shutdown_timeout=timedelta(seconds=5),
+                # Heartbeats while activities wait; a shutdown's attempts retried at once.
+                interceptors=[AutoHeartbeat()],
+                # No grace: on SIGTERM in-flight activities are cancelled at once and
+                # retried elsewhere (hosting/lifecycle.py); steps are idempotent.
+                graceful_shutdown_timeout=timedelta(0),
                 **_runner(settings),
             )
         )
     return workers
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run this process's workers until `stop` is set (or SIGINT/SIGTERM)."""
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None,
+                registry: ToolRegistry | None = None,
+                adjust: Callable[[Deps], None] | None = None) -> None:
+    """Run this process's workers until `stop` is set (or SIGINT/SIGTERM), then hand their
+    in-flight work back at once.
+
+    `registry` replaces the built-in function tools; `adjust(deps)` may wrap the opened
+    dependencies before the workers are built (the chaos bench journals the work with it).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings, runtime=metrics_runtime(settings))
+    client = await connect(settings, runtime=metrics_runtime(settings),
+                           identity=worker_identity())
     searchable = ("workflows" in settings.roles
                   and await ensure_search_attributes(client, settings))
-    async with open_deps(settings) as deps:
-        await _say_how_the_org_applies(settings, OrgStore(deps.pool))
-        workers = build_workers(client, settings, deps, search_attributes=searchable)
-        async with contextlib.AsyncExitStack() as stack:
-            for w in workers:
-                await stack.enter_async_context(w)
+    # Beside the start: a dead worker's work is handed back while we get ready to serve it.
+    queues = sorted({settings.task_queue, *(settings.queue_for(k)
+                                            for k in ("llm", "sandbox", "tools"))})
+    sweep = asyncio.create_task(
+        watch_dead_peers(client, settings.task_queue, queues, settings.state_dir)
+        if settings.take_back else asyncio.sleep(0))
+    try:
+        async with open_deps(settings, registry=registry) as deps:
+            if adjust is not None:
+                adjust(deps)
+            await _say_how_the_org_applies(settings, OrgStore(deps.pool))
+            workers = build_workers(client, settings, deps, search_attributes=searchable)
             log.info(
                 "worker ready on %s (queues: %s; roles: %s)", settings.temporal_address,
                 ", ".join(w.task_queue for w in workers), settings.worker_roles,
@@ -122,7 +164,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             if settings.metrics_port:
                 log.info("metrics on http://%s:%d/metrics", settings.metrics_host,
                          settings.metrics_port)
-            await stop.wait()
+            await run_until_stopped(workers, stop)
+    finally:
+        sweep.cancel()
+        log.info("worker stopped")
 
 
 async def _say_how_the_org_applies(settings: Settings, org: OrgStore) -> None:
@@ -157,14 +202,21 @@ def main() -> None:
         raise SystemExit(f"worker: bad configuration: {e}") from e
     # Exit 2, as the CLI does, for what a person must fix before a restart can help; through
     # exit_now, as the Temporal client's threads may be running.
-    try:
-        asyncio.run(serve(settings))
-    except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
-        sys.stderr.write(f"worker: bad configuration: {e}\n")
-        exit_now(2)
-    except (TemporalUnreachable, DatabaseUnreachable, MetricsUnavailable) as e:
-        sys.stderr.write(f"worker: {e}\n")
-        exit_now(2)
+    def run() -> None:
+        try:
+            asyncio.run(serve(settings))
+        except (InvalidToolsConfig, PriceTableError, InvalidOrg) as e:
+            sys.stderr.write(f"worker: bad configuration: {e}\n")
+            exit_now(2)
+        except (TemporalUnreachable, DatabaseUnreachable, MetricsUnavailable) as e:
+            sys.stderr.write(f"worker: {e}\n")
+            exit_now(2)
+
+    if not settings.supervise:
+        run()
+        return
+    # A supervising parent forks the worker, and forks a new one at once if it is killed.
+    exit_now(supervise(run))
 
 
 if __name__ == "__main__":

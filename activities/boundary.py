@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
 from temporalio.exceptions import ApplicationError
@@ -22,7 +23,9 @@ from activities.errors import (
     INVALID_PLAN,
     INVALID_TRANSITION,
     LLM_NOT_CONFIGURED,
+    LLM_RATE_LIMITED,
     LLM_REQUEST_REJECTED,
+    LLM_SERVER_ERROR,
     NOT_FOUND,
     PRICE_TABLE_ERROR,
     SANDBOX_UNAVAILABLE,
@@ -36,7 +39,7 @@ from models.payload import cut_text
 from models.plan import InvalidPlan
 from models.task import InvalidTransition
 from models.usage import BudgetExceeded
-from runtime.llm.client import BadLLMReply, LLMNotConfigured, LLMRequestRejected
+from runtime.llm.client import BadLLMReply, LLMNotConfigured, LLMRequestRejected, LLMRetryLater
 from runtime.llm.context import ContextOverflow
 from runtime.llm.prices import PriceTableError
 from runtime.sandbox import SandboxUnavailable
@@ -72,6 +75,10 @@ def application_error(e: Exception) -> ApplicationError | None:
         return ApplicationError(message, type=TOOL_FAILED, non_retryable=True)
     if isinstance(e, BadLLMReply):
         return ApplicationError(message, type=BAD_LLM_REPLY)
+    if isinstance(e, LLMRetryLater):
+        return ApplicationError(
+            message, type=LLM_RATE_LIMITED if e.rate_limited else LLM_SERVER_ERROR,
+            next_retry_delay=None if e.wait_s is None else timedelta(seconds=e.wait_s))
     for cls, kind in _PERMANENT_CLASSES:
         if isinstance(e, cls):
             return ApplicationError(message, type=kind, non_retryable=True)

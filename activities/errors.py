@@ -20,7 +20,8 @@ Permanent (no retry can fix them; the raising activity also sets ``non_retryable
 - ``UNKNOWN_AGENT``: an assignee that is not in the org chart.
 - ``TRANSCRIPT_LOST``: a model turn whose stored conversation is not where history says.
 
-Retryable: ``BAD_LLM_REPLY``, ``TOOL_UNAVAILABLE``, ``NO_CODE``.
+Retryable: ``BAD_LLM_REPLY``, ``LLM_RATE_LIMITED``, ``LLM_SERVER_ERROR``,
+``TOOL_UNAVAILABLE``, ``NO_CODE``.
 
 Activities are wrapped in ``activities.boundary.boundary``: the runtime's plain exceptions
 (``runtime.store.NotFound``, ``runtime.llm.client.LLMRequestRejected``,
@@ -55,6 +56,8 @@ TRANSCRIPT_LOST = "TranscriptLost"
 
 # -- retryable ------------------------------------------------------------------------
 BAD_LLM_REPLY = "BadLLMReply"
+LLM_RATE_LIMITED = "LLMRateLimited"  # 429; retried after the server's Retry-After
+LLM_SERVER_ERROR = "LLMServerError"  # 5xx; retried with backoff (or Retry-After)
 TOOL_UNAVAILABLE = "ToolUnavailable"
 NO_CODE = "NoCode"
 

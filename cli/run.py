@@ -41,6 +41,7 @@ from runtime.documents import describe, load_plan
 from runtime.settings import Settings
 from runtime.tools.registry import builtin_tools
 from runtime.tools.toolbox import references
+from workflows import policies
 from workflows.failures import failure_message
 
 NO_LLM = (
@@ -182,6 +183,8 @@ async def cmd_run(args: argparse.Namespace, s: Session) -> int:
             "TaskWorkflow", task, id=task_id, task_queue=settings.task_queue,
             # A task id names one run: its rows and children's ids are keyed by it.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # As for subtasks: a worker killed mid-task is replaced after 3 s, not 10 s.
+            task_timeout=policies.CHILD_TASK_TIMEOUT,
             static_summary=(title or args.prompt or "")[:200],
             static_details=task_details(task),
         )

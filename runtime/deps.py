@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -70,16 +70,21 @@ async def sandbox_from(settings: Settings) -> tuple[SandboxFactory | None, str |
 
 @contextlib.asynccontextmanager
 async def open_deps(
-    settings: Settings, *, registry: ToolRegistry | None = None
+    settings: Settings, *, registry: ToolRegistry | None = None,
+    wrap_pool: Callable[[asyncpg.Pool], asyncpg.Pool] | None = None,
 ) -> AsyncIterator[Deps]:
     """Open the pool (migrating the schema), the LLM client, the sandbox, the price table,
-    the org chart and the tools; close what was opened after, or when one of them fails."""
+    the org chart and the tools; close what was opened after, or when one of them fails.
+
+    `wrap_pool` wraps the pool every store uses (the worker's rides out outages)."""
     async with contextlib.AsyncExitStack() as stack:
         dsn = await resolve_dsn(
             settings.database_url.get_secret_value() if settings.database_url else None,
             settings.state_dir,
         )
         pool = await connect_pool(dsn)
+        if wrap_pool is not None:
+            pool = wrap_pool(pool)
         stack.push_async_callback(pool.close)
         sandbox, problem = (await sandbox_from(settings) if "sandbox" in settings.roles
                             else (None, None))

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     worker_roles: str = Field(
         "workflows,llm,sandbox,tools", validation_alias="BEESTOWN_WORKER_ROLES"
     )
+    # Run the worker in a forked child of a supervising process that forks a new one at
+    # once when it is killed (hosting/lifecycle.py); off: one process.
+    supervise: bool = Field(True, validation_alias="BEESTOWN_SUPERVISE")
+    # Take back the work of this host's dead worker processes at once (fail their
+    # attempts, release their sticky queues); off: only the timeouts notice them.
+    take_back: bool = Field(True, validation_alias="BEESTOWN_TAKE_BACK")
     # Run workflow code inside Temporal's determinism sandbox. Off by default for speed
     # (see bench/dag.py); the tests turn it on to catch non-deterministic workflow code.
     workflow_sandbox: bool = Field(False, validation_alias="BEESTOWN_WORKFLOW_SANDBOX")
@@ -96,7 +102,9 @@ class Settings(BaseSettings):
         """Return the task queue that serves activities of `kind` (llm, sandbox or tools)."""
         specific = {
             "llm": self.llm_task_queue,
-            "sandbox": self.sandbox_task_queue,
+            # Code steps always get a queue of their own, so the sandbox limit below is
+            # applied by Temporal (the rest wait there, not in a worker).
+            "sandbox": self.sandbox_task_queue or f"{self.task_queue}-sandbox",
             "tools": self.tool_task_queue,
         }[kind]
         return specific or self.task_queue
@@ -120,6 +128,10 @@ class Settings(BaseSettings):
     # this many MiB per stream (0: never).
     output_artifact_mb: int = Field(
         32, ge=0, le=1024, validation_alias="BEESTOWN_OUTPUT_ARTIFACT_MB")
+    # Sandbox sessions this worker runs at once (default: 4 per CPU, and never more than
+    # 75 % of the host's memory holds; runtime/capacity.py).
+    max_sandboxes: int | None = Field(None, ge=1, le=1000,
+                                      validation_alias="BEESTOWN_MAX_SANDBOXES")
 
     # --- tokens ---
     # YAML or JSON: model -> {input, output} in USD per 1M tokens, over the defaults of

@@ -7,8 +7,10 @@ boundary: BeesTown's real `openai` client talks to it over real HTTP.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +26,11 @@ class Scripted:
     prompt_tokens: int = 11
     completion_tokens: int = 7
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Faults: extra response headers (Retry-After), a delay before answering (a client
+    # timeout), or a connection closed without any answer.
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    close: bool = False
 
 
 class FakeLLM:
@@ -33,6 +40,12 @@ class FakeLLM:
         self.refuse_json_schema = False
         self.default: Scripted | None = None
         self.routes: list[tuple[str, list[Scripted]]] = []
+        # Called first with each request's body; a reply it returns is served instead
+        # (fault injection: storms of 429/5xx, timeouts, closed connections; or answers
+        # computed from the request).
+        self.chaos: Callable[[dict[str, Any]], Scripted | None] | None = None
+        # (request body, status) of every answer sent.
+        self.answered: list[tuple[dict[str, Any], int]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -42,13 +55,34 @@ class FakeLLM:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload = fake._answer(self.path, body)
+                fault = fake.chaos(body) if fake.chaos is not None else None
+                extra: dict[str, str] = {}
+                if fault is not None:
+                    with fake._lock:
+                        fake.requests.append({"path": self.path, "body": body,
+                                              "fault": fault.status})
+                    time.sleep(fault.delay_s)
+                    if fault.close:
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    status, payload = fake._reply(body, fault)
+                    extra = fault.headers
+                else:
+                    status, payload = fake._answer(self.path, body)
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in extra.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (its timeout)
+                    return
+                with fake._lock:
+                    fake.answered.append((body, status))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -75,6 +109,8 @@ class FakeLLM:
             self.routes.clear()
             self.refuse_json_schema = False
             self.default = None
+            self.chaos = None
+            self.answered.clear()
 
     def _routed(self, body: dict[str, Any]) -> Scripted | None:
         text = "\n".join(str(m.get("content") or "") for m in body.get("messages", []))
@@ -99,6 +135,9 @@ class FakeLLM:
                 reply = self.default
             else:
                 return 500, {"error": {"message": "fake LLM: no scripted reply left"}}
+        return self._reply(body, reply)
+
+    def _reply(self, body: dict[str, Any], reply: Scripted) -> tuple[int, dict[str, Any]]:
         if reply.status != 200:
             return reply.status, {"error": {"message": reply.error or "scripted error"}}
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -120,7 +121,9 @@ async def test_worker_whose_sandbox_failed_refuses_code_steps_clearly(
     settings = make_settings(tmp_path, database_url, llm.base_url, temporal_address(client))
     broken = Deps(pool=deps.pool, store=deps.store, registry=deps.registry, llm=deps.llm,
                   sandbox=None, sandbox_problem="bwrap: no permission to create namespaces")
-    async with build_workers(client, settings, broken)[0]:
+    async with contextlib.AsyncExitStack() as stack:  # code steps have a queue of their own
+        for w in build_workers(client, settings, broken):
+            await stack.enter_async_context(w)
         result = await outcome(await start_task(client, settings, TaskInput(plan=plan_of(
             {"id": "c", "type": "code", "code": "print(1)"}))))
     assert result.status is Status.FAILED

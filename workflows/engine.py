@@ -44,6 +44,7 @@ async def run_agent(inp: SubtaskInput, run: StepRun, progress: Progress) -> Step
                            max_turns=inp.max_turns),
             task_queue=inp.routing.llm_queue,
             start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
+            heartbeat_timeout=policies.LLM_HEARTBEAT,
             retry_policy=policies.LLM_RETRY,
         )
         total.add(res.metrics)
@@ -79,7 +80,8 @@ async def call_tool(inp: SubtaskInput, run: StepRun, turn: int,
         else:
             result = await workflow.execute_activity_method(
                 ToolActivities.call_tool, tool_input, task_queue=inp.routing.tool_queue,
-                start_to_close_timeout=policies.TOOL_TIMEOUT, retry_policy=policies.TOOL_RETRY,
+                start_to_close_timeout=policies.TOOL_TIMEOUT,
+                heartbeat_timeout=policies.TOOL_HEARTBEAT, retry_policy=policies.TOOL_RETRY,
             )
     except ACTIVITY_FAILURES as e:
         result = ToolCallResult(ok=False, error=failure_message(e), error_type=errors.TOOL_FAILED)
@@ -116,6 +118,7 @@ async def write_and_run_code(
             WriteCodeInput(run=run, attempts=attempts, budgets=inp.budgets),
             task_queue=inp.routing.llm_queue,
             start_to_close_timeout=policies.LLM_STEP_TIMEOUT,
+            heartbeat_timeout=policies.LLM_HEARTBEAT,
             retry_policy=policies.LLM_RETRY,
         )
         total.add(written.metrics)

@@ -26,12 +26,19 @@ LLM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
+    # A storm of 429/5xx, or a worker lost mid-call, uses attempts too.
+    maximum_attempts=8,
     non_retryable_error_types=PERMANENT,
 )
 LLM_STEP_TIMEOUT = timedelta(minutes=5)
+# A model call only waits on the server; the worker heartbeats for it (hosting/interceptors.py)
+# so a worker that dies mid-call is noticed after this instead of LLM_STEP_TIMEOUT. The
+# SDK sends one heartbeat per 8 s: 0.125 a second per running call reach the server.
+LLM_HEARTBEAT = timedelta(seconds=10)
 
 TOOL_TIMEOUT = timedelta(minutes=10)
+# Tool calls on a tool queue of their own (not local activities): as LLM_HEARTBEAT.
+TOOL_HEARTBEAT = timedelta(seconds=10)
 TOOL_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,
@@ -41,14 +48,19 @@ TOOL_RETRY = RetryPolicy(
 )
 
 CODE_TIMEOUT = timedelta(minutes=15)
-# A code step heartbeats every 2 s; a worker that stops heartbeating (killed) is given
-# up on after this, and the step is retried elsewhere.
-CODE_HEARTBEAT = timedelta(seconds=10)
+# A code step heartbeats every 0.5 s; the SDK sends at most one heartbeat per 80 % of this
+# timeout (0.42 heartbeats/s per running code step reach the server). A worker that stops
+# heartbeating (killed) is given up on after this, and the step is retried elsewhere.
+# A worker restarted on the same host does not wait for it: it fails the dead process's
+# attempts at start (hosting/lifecycle.py). Measured in bench/chaos.py.
+CODE_HEARTBEAT = timedelta(seconds=3)
 CODE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
+    # A lost worker's attempt is retried at once; a sandbox hiccup backs off from here.
+    initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=3,
+    # A worker lost mid-step uses an attempt (user code errors do not: they are results).
+    maximum_attempts=5,
     non_retryable_error_types=PERMANENT,
 )
 

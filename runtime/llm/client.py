@@ -8,13 +8,18 @@ the same names by ``activities.errors``::
     LLMError
     ├── LLMNotConfigured     no endpoint is configured on this worker (permanent)
     ├── LLMRequestRejected   the server refused the request: 400/401/403/404 (permanent)
+    ├── LLMRetryLater        429 or 5xx: retryable, after the server's Retry-After if given
     └── BadLLMReply          the reply is empty or says nothing usable (retryable)
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
@@ -36,6 +41,18 @@ class LLMNotConfigured(LLMError):
 
 class LLMRequestRejected(LLMError):
     """The model server refused the request; sending it again cannot help."""
+
+
+class LLMRetryLater(LLMError):
+    """The server is busy or failing (429, 5xx); a later try may work.
+
+    `wait_s` is what its `retry-after-ms` / `Retry-After` asked for (None: it did not say),
+    capped at `MAX_RETRY_AFTER_S`; `rate_limited` tells a 429 from a 5xx."""
+
+    def __init__(self, message: str, *, wait_s: float | None, rate_limited: bool) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
+        self.rate_limited = rate_limited
 
 
 class BadLLMReply(LLMError):
@@ -113,6 +130,8 @@ class LLM:
             except (openai.AuthenticationError, openai.PermissionDeniedError,
                     openai.NotFoundError) as e:
                 raise _rejected(e) from e
+            except openai.APIStatusError as e:  # 429, 5xx: retried, when the server says
+                raise _retry_later(e) from e
             if not resp.choices:
                 raise BadLLMReply("LLM reply has no choices")
             message = resp.choices[0].message
@@ -137,6 +156,36 @@ def require_llm(llm: LLM | None, *, hint: str = "") -> LLM:
             "OPENAI_API_KEY, BEESTOWN_MODEL)" + (f", {hint}" if hint else "")
         )
     return llm
+
+
+# A Retry-After longer than this is not waited for in one go (the retry asks again).
+MAX_RETRY_AFTER_S = 300.0
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, `retry-after`: seconds or an
+    HTTP date), or None."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def _retry_later(e: openai.APIStatusError) -> LLMRetryLater:
+    wait = retry_after(e.response.headers)
+    return LLMRetryLater(
+        f"LLM server answered {e.status_code}: {e.message}"
+        + (f" (retry after {wait:g} s)" if wait is not None else ""),
+        wait_s=min(wait, MAX_RETRY_AFTER_S) if wait is not None else None,
+        rate_limited=e.status_code == 429)
 
 
 def _rejected(e: openai.APIStatusError) -> LLMRequestRejected:
