@@ -53,8 +53,8 @@ from bench.chaos_kit import (
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import Status
-from tests.conftest import _admin_dsn, _with_database
-from tests.fake_llm import FakeLLM, Scripted
+from testkit.fake_llm import FakeLLM, Scripted
+from testkit.servers import admin_dsn, with_database
 from workflows import policies
 
 STEP_S = 1.5
@@ -613,7 +613,7 @@ async def main() -> None:
                     help="only measure heartbeats reaching the server per running step")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
-    admin = await _admin_dsn(tmp)
+    admin = await admin_dsn(tmp)
     dbname = f"beestown_chaos_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -621,7 +621,7 @@ async def main() -> None:
     temporal = TemporalDev(tmp)
     await temporal.start()
     llm = FakeLLM()
-    b = Bench(tmp, temporal, _with_database(admin, dbname), llm)
+    b = Bench(tmp, temporal, with_database(admin, dbname), llm)
     await b.connect()
     rows: list[Row] = []
     try:

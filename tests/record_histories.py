@@ -34,8 +34,8 @@ from models.io import TaskInput
 from models.task import Status
 from runtime.settings import Settings
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.conftest import org_workers
-from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_agent import call
 from tests.test_dag import BAD_BRANCH, CANCELLABLE, DIAMOND, wait_until_running

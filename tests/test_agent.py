@@ -21,8 +21,8 @@ from models.usage import Price
 from runtime.settings import Settings
 from runtime.store import Store
 from runtime.tools.toolbox import open_toolbox
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.conftest import make_settings, temporal_address, tool_registry_for_tests
-from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_mcp import TIME_SERVER
 from worker import Deps, build_workers

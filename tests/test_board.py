@@ -33,8 +33,9 @@ from runtime.documents import load_org
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
 from runtime.store import Store
-from tests.conftest import _admin_dsn, _with_database, make_settings, temporal_address
-from tests.fake_llm import FakeLLM
+from testkit.fake_llm import FakeLLM
+from testkit.servers import admin_dsn, with_database
+from tests.conftest import make_settings, temporal_address
 from tests.helpers import outcome, plan_of, start_task
 from worker import Deps, build_workers
 
@@ -255,12 +256,12 @@ async def beestown(*args: str, database_url: str, stdin: str = "",
 
 async def test_web_refuses_a_public_address_until_someone_has_an_account(
         tmp_path: Path) -> None:
-    admin = await _admin_dsn(tmp_path)
+    admin = await admin_dsn(tmp_path)
     name = f"beestown_board_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    dsn = _with_database(admin, name)
+    dsn = with_database(admin, name)
     try:
         rc, out, err = await beestown("web", "--host", "0.0.0.0", "--port", "0",
                                       database_url=dsn)

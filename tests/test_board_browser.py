@@ -15,7 +15,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 from temporalio.client import Client
 
-from tests.fake_llm import FakeLLM
+from testkit.fake_llm import FakeLLM
 from tests.test_board import PASSWORD, Running, update_events, wait_for_status
 from worker import Deps
 

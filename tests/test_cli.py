@@ -21,7 +21,7 @@ from cli.session import EXIT_USAGE, BadUsage, CliError, Refused, Session
 from models.io import TaskInput
 from models.task import Status
 from runtime.settings import Settings
-from tests.conftest import scratch_database
+from testkit.servers import scratch_database
 from tests.helpers import plan_of, run_plan, start_task
 from worker import Deps
 

@@ -21,8 +21,8 @@ from runtime.sandbox import SandboxFactory
 from runtime.settings import Settings
 from runtime.storable import NUL_SIGN
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM
 from tests.conftest import make_settings, running_workers, temporal_address
-from tests.fake_llm import FakeLLM
 from tests.helpers import outcome, plan_of, start_task
 from worker import Deps
 

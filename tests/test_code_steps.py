@@ -14,8 +14,8 @@ from models.io import Progress, TaskInput
 from models.task import Status
 from runtime.settings import Settings
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM
 from tests.conftest import make_settings, temporal_address
-from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, plan_of, run_plan, start_task
 from worker import Deps, build_workers
 

@@ -27,8 +27,8 @@ from runtime.store import Store
 from runtime.tools.errors import ToolFailed
 from runtime.tools.files import FileRefused, Workspace, register_file_tools
 from runtime.tools.registry import ToolRegistry
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.conftest import make_settings, temporal_address
-from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from worker import Deps, build_workers
 

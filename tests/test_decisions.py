@@ -21,8 +21,8 @@ from models.review import Action, Decision, ResolveEscalation, ReviewInput
 from models.task import Status
 from runtime.settings import Settings
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM
 from tests.conftest import org_workers
-from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_organization import wait_for_status
 from tests.test_organization_edges import _fresh_slots  # noqa: F401

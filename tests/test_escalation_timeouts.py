@@ -19,8 +19,8 @@ from models.review import Action, Escalation, ResolveEscalation
 from models.task import Status
 from runtime.documents import parse_org
 from runtime.org_store import OrgStore
+from testkit.fake_llm import FakeLLM
 from tests.conftest import make_settings
-from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, plan_of, start_task
 from worker import Deps, build_workers
 

@@ -26,8 +26,8 @@ from models.io import TaskInput
 from models.task import Status
 from runtime.llm.client import LLM, retry_after
 from runtime.settings import Settings
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.conftest import make_settings, temporal_address
-from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from worker import Deps, build_workers
 

@@ -28,8 +28,9 @@ from models.task import Status
 from runtime.documents import load_org, load_plan
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
-from tests.conftest import make_settings, scratch_database, temporal_address
-from tests.fake_llm import FakeLLM
+from testkit.fake_llm import FakeLLM
+from testkit.servers import scratch_database
+from tests.conftest import make_settings, temporal_address
 from tests.helpers import outcome, plan_of, start_task
 from worker import Deps, build_workers, open_deps
 from workflows.search import KEYS

@@ -17,7 +17,7 @@ from models.task import Metrics
 from runtime.deps import Deps
 from runtime.llm.metered import MeteredLLM
 from runtime.org_store import OrgStore
-from tests.fake_llm import FakeLLM
+from testkit.fake_llm import FakeLLM
 
 
 def _org(deps: Deps) -> OrgActivities:

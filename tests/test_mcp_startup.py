@@ -25,8 +25,8 @@ from runtime.tools.errors import ToolUnavailable, UnknownTool
 from runtime.tools.mcp import McpHub
 from runtime.tools.registry import builtin_tools
 from runtime.tools.toolbox import Toolbox
+from testkit.fake_llm import FakeLLM
 from tests.conftest import make_settings, temporal_address, tool_registry_for_tests
-from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, run_plan
 from tests.mcp_http_server import ROOT
 from tests.test_mcp import children

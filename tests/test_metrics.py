@@ -18,8 +18,8 @@ from models.io import TaskInput
 from models.task import Status
 from models.usage import Price
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.conftest import make_settings, org_workers, temporal_address
-from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import outcome, plan_of, start_task
 from tests.test_organization import wait_for_status
 from tests.test_organization_edges import approve_all

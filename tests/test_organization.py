@@ -25,8 +25,8 @@ from runtime.documents import load_org
 from runtime.org_store import OrgStore
 from runtime.settings import Settings
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.conftest import ROOT, make_settings, temporal_address
-from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from tests.test_cli import cli
 from worker import Deps, build_workers

@@ -21,7 +21,7 @@ from models.payload import PAYLOAD_LIMIT, PayloadTooLarge, check_payload, cut_te
 from models.review import ResolveEscalation, ReviewInput
 from models.task import Status
 from runtime.settings import Settings
-from tests.fake_llm import FakeLLM
+from testkit.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, plan_of, run_plan, start_task
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from models.task import Status
 from runtime.documents import load_plan, parse_plan, parse_plan_text
 from runtime.llm.json_reply import UnreadableJSON, read_json
 from runtime.settings import Settings
-from tests.fake_llm import FakeLLM
+from testkit.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, start_task
 from worker import Deps
 

@@ -168,7 +168,7 @@ async def test_a_model_call_on_a_worker_that_vanished_is_retried_after_its_heart
     call's five-minute start-to-close timeout) and the other worker asks again."""
     from temporalio.api.enums.v1 import TimeoutType
 
-    from tests.fake_llm import Scripted
+    from testkit.fake_llm import Scripted
 
     first_call = {"seen": False}
 

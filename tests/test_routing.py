@@ -12,8 +12,8 @@ from temporalio.client import Client
 
 from models.io import TaskInput
 from models.task import Status
+from testkit.fake_llm import FakeLLM
 from tests.conftest import make_settings, temporal_address
-from tests.fake_llm import FakeLLM
 from tests.helpers import by_step, outcome, start_task
 from worker import Deps, build_workers
 

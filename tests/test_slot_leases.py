@@ -14,8 +14,8 @@ from temporalio.client import Client, WorkflowHandle
 from models.io import TaskInput
 from runtime.settings import Settings
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM
 from tests.conftest import org_workers
-from tests.fake_llm import FakeLLM
 from tests.helpers import plan_of, start_task
 from tests.test_organization import wait_for_status
 from tests.test_organization_edges import _fresh_slots, held  # noqa: F401

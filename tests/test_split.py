@@ -12,8 +12,8 @@ from models.io import TaskInput, TaskResult
 from models.task import Status
 from runtime.settings import Settings
 from runtime.store import Store
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.conftest import make_settings, temporal_address
-from tests.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, start_task
 from worker import Deps, build_workers
 

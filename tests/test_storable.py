@@ -19,7 +19,7 @@ from models.task import Status
 from runtime.settings import Settings
 from runtime.storable import NUL_SIGN, StoreRefused, storable
 from runtime.store import Store
-from tests.fake_llm import FakeLLM, Scripted
+from testkit.fake_llm import FakeLLM, Scripted
 from tests.helpers import by_step, outcome, plan_of, start_task
 from worker import Deps
 

@@ -13,23 +13,24 @@ with workflow.unsafe.imports_passed_through():
 # Errors that no retry can fix: the activity already said so, this only documents it.
 PERMANENT = list(errors.PERMANENT)
 
+
+
+def _retry(first: timedelta, longest: timedelta, attempts: int, *,
+           permanent: list[str] | None = None) -> RetryPolicy:
+    """Retry after `first`, doubling up to `longest`, `attempts` tries in all; never retry
+    the `permanent` error types."""
+    return RetryPolicy(initial_interval=first, backoff_coefficient=2.0,
+                       maximum_interval=longest, maximum_attempts=attempts,
+                       non_retryable_error_types=permanent)
+
+
 STORE_TIMEOUT = timedelta(seconds=30)
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=30,
-)
+STORE_RETRY = _retry(timedelta(milliseconds=200), timedelta(seconds=10), 30)
 
 SPLIT_TIMEOUT = timedelta(minutes=5)
-LLM_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    # A storm of 429/5xx, or a worker lost mid-call, uses attempts too.
-    maximum_attempts=8,
-    non_retryable_error_types=PERMANENT,
-)
+# A storm of 429/5xx, or a worker lost mid-call, uses attempts too (a 429's Retry-After
+# replaces the backoff for its retry).
+LLM_RETRY = _retry(timedelta(seconds=1), timedelta(seconds=30), 8, permanent=PERMANENT)
 LLM_STEP_TIMEOUT = timedelta(minutes=5)
 # A model call only waits on the server; the worker heartbeats for it (hosting/interceptors.py)
 # so a worker that dies mid-call is noticed after this instead of LLM_STEP_TIMEOUT. The
@@ -39,13 +40,8 @@ LLM_HEARTBEAT = timedelta(seconds=10)
 TOOL_TIMEOUT = timedelta(minutes=10)
 # Tool calls on a tool queue of their own (not local activities): as LLM_HEARTBEAT.
 TOOL_HEARTBEAT = timedelta(seconds=10)
-TOOL_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=20),
-    maximum_attempts=3,
-    non_retryable_error_types=PERMANENT,
-)
+TOOL_RETRY = _retry(timedelta(milliseconds=500), timedelta(seconds=20), 3,
+                    permanent=PERMANENT)
 
 CODE_TIMEOUT = timedelta(minutes=15)
 # A code step heartbeats every 0.5 s; the SDK sends at most one heartbeat per 80 % of this
@@ -54,15 +50,10 @@ CODE_TIMEOUT = timedelta(minutes=15)
 # A worker restarted on the same host does not wait for it: it fails the dead process's
 # attempts at start (hosting/lifecycle.py). Measured in bench/chaos.py.
 CODE_HEARTBEAT = timedelta(seconds=3)
-CODE_RETRY = RetryPolicy(
-    # A lost worker's attempt is retried at once; a sandbox hiccup backs off from here.
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    # A worker lost mid-step uses an attempt (user code errors do not: they are results).
-    maximum_attempts=5,
-    non_retryable_error_types=PERMANENT,
-)
+# A lost worker's attempt is retried at once, a sandbox hiccup backs off from 0.2 s; a
+# worker lost mid-step uses an attempt (user code errors do not: they are results).
+CODE_RETRY = _retry(timedelta(milliseconds=200), timedelta(seconds=30), 5,
+                    permanent=PERMANENT)
 
 
 # A child's workflow task is given up on after this when its worker dies (with a local
