@@ -23,35 +23,19 @@ from models.io import StepOutcome, StepRun
 from models.sandbox import CellResult
 from models.task import Artifact, Metrics, Result
 from runtime.sandbox import SandboxFactory, SandboxInfraError
+from runtime.sandbox.notebook import (
+    EPILOGUE,
+    MAX_ARTIFACT_BYTES,
+    RESULT_FILE,
+    is_utf8,
+    merge_cells,
+    prelude,
+)
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = ".beestown_result.json"
-# Files the code leaves in its work dir are kept as artifacts up to this size each.
-MAX_ARTIFACT_BYTES = 20 * 1024 * 1024
 # Locally only: the SDK throttles what reaches the server (see workflows/policies.py).
 HEARTBEAT_EVERY_S = 0.5
-
-_PRELUDE = """import json as _bt_json
-inputs = _bt_json.loads({payload})
-del _bt_json
-"""
-# Publishes the JSON value of a `result` variable, if the code set one.
-_EPILOGUE = f"""
-def _bt_publish():
-    import json
-    g = globals()
-    if 'result' in g:
-        try:
-            text = json.dumps(g['result'])
-        except (TypeError, ValueError):
-            text = json.dumps(repr(g['result']))
-        with open({RESULT_FILE!r}, 'w') as f:
-            f.write(text)
-_bt_publish()
-del _bt_publish
-"""
-
 
 class CodeActivities:
     """Runs `code` steps; `factory` is None when the sandbox self-test failed on this host."""
@@ -86,7 +70,7 @@ class CodeActivities:
             raise
         metrics.sandbox_opened()
         try:
-            setup = await session.run_cell(_PRELUDE.format(payload=repr(json.dumps(inputs))))
+            setup = await session.run_cell(prelude(inputs))
             if setup.error or setup.timed_out:
                 raise SandboxInfraError(f"could not bind inputs: {setup.error}")
             cells: list[CellResult] = []
@@ -94,10 +78,10 @@ class CodeActivities:
                 cells.append(await session.run_cell(code, on_output=_report_line))
                 if cells[-1].error is not None or cells[-1].timed_out:
                     break
-            cell = _merge(cells)
+            cell = merge_cells(cells)
             value: Any = cell.stdout.rstrip("\n")
             if cell.error is None and not cell.timed_out:
-                await session.run_cell(_EPILOGUE)
+                await session.run_cell(EPILOGUE)
                 with contextlib.suppress(FileNotFoundError, OSError):
                     value = json.loads(await session.read_file(RESULT_FILE))
             artifacts = await self._keep_artifacts(run, session, cell)
@@ -136,7 +120,7 @@ class CodeActivities:
         kept: list[Artifact] = []
         for name, raw, cut in (("stdout", cell.stdout_raw, cell.stdout_truncated),
                                ("stderr", cell.stderr_raw, cell.stderr_truncated)):
-            text = _is_utf8(raw)
+            text = is_utf8(raw)
             if not raw or (not cut and text):
                 continue
             blob_id = f"{run.subtask_id}/{name}"
@@ -172,33 +156,6 @@ class CodeActivities:
                 continue
             await keep(name, data, mimetypes.guess_type(name)[0] or "application/octet-stream")
         return kept
-
-
-def _merge(cells: list[CellResult]) -> CellResult:
-    """Return one result for a step's cells: streams joined, the last error, every display."""
-    merged = CellResult()
-    for c in cells:
-        merged.stdout += c.stdout
-        merged.stderr += c.stderr
-        merged.results += c.results
-        merged.error = c.error or merged.error
-        merged.timed_out = merged.timed_out or c.timed_out
-        merged.stdout_truncated = merged.stdout_truncated or c.stdout_truncated
-        merged.stderr_truncated = merged.stderr_truncated or c.stderr_truncated
-        merged.stdout_dropped += c.stdout_dropped
-        merged.stderr_dropped += c.stderr_dropped
-        merged.stdout_raw += c.stdout_raw
-        merged.stderr_raw += c.stderr_raw
-        merged.duration_ms += c.duration_ms
-    return merged
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _report_line(stream: str, line: str) -> None:

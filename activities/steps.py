@@ -26,6 +26,7 @@ from models.payload import cut_text
 from models.task import InvalidTransition, Result, Status
 from runtime.records import memory_of
 from runtime.store import Store
+from runtime.text import summarize
 
 
 def preview(value: Any, *, limit: int = INLINE_OUTPUT_LIMIT) -> tuple[Any, bool]:
@@ -38,10 +39,7 @@ def preview(value: Any, *, limit: int = INLINE_OUTPUT_LIMIT) -> tuple[Any, bool]
     return f"{text[:cut]}\n…[{omitted} characters omitted]…\n{text[-cut:]}", True
 
 
-def summarize(value: Any, *, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+__all__ = ["StepBook", "preview", "summarize"]
 
 
 class StepBook:
