@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.servers import scratch_servers
+from bench.servers import scratch_servers, timed_ms
 from board.accounts import Accounts
 from board.db import CHANNEL, migrate_board
 from board.server import serve
@@ -86,15 +86,6 @@ def stats(values: list[float]) -> str:
     values = sorted(values)
     p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
     return f"{values[0]:7.1f} / {statistics.median(values):7.1f} / {p95:7.1f}"
-
-
-async def timed(fn: Callable[[], Awaitable[Any]], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        await fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 async def page_ms(http: httpx.AsyncClient, path: str, runs: int) -> list[float]:
@@ -164,7 +155,7 @@ async def main(args: argparse.Namespace) -> None:
                 def select(sql: str = sql, params: list[Any] = params) -> Awaitable[Any]:
                     return pool.fetch(sql, *params)
 
-                select_ms = await timed(select, args.runs)
+                select_ms = await timed_ms(select, args.runs)
                 print(f"{name:32} {stats(board_ms):>25}   {stats(select_ms):>25}")
             # A status change repaints the cached layout; a new structure lays out again.
             repaint = []

@@ -24,7 +24,6 @@ import re
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -44,17 +42,14 @@ from bench.chaos_kit import (
     PgCluster,
     TemporalDev,
     WorkerProc,
-    duplicate_rows,
-    journal_ends,
-    lost_results,
-    repeated_work,
+    audit,
+    killable_servers,
     worker_env,
 )
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import Status
 from testkit.fake_llm import FakeLLM, Scripted
-from testkit.servers import admin_dsn, with_database
 from workflows import policies
 
 STEP_S = 1.5
@@ -156,6 +151,14 @@ class Bench:
             await side
         return result, elapsed
 
+    async def clean_run(self, queue: str, slug: str, plan: Callable[[str], Plan]) -> float:
+        """Run `plan` with no fault; return its makespan; raise if it did not complete."""
+        task_id = f"clean-{slug}-{uuid.uuid4().hex[:6]}"
+        result, took = await self.run(queue, task_id, plan(task_id))
+        if result is None or result.status is not Status.COMPLETED:
+            raise RuntimeError(f"{slug}: the clean run failed: {result and result.error}")
+        return took
+
     async def _result(self, handle: Any) -> TaskResult:
         while True:
             try:
@@ -173,16 +176,7 @@ class Bench:
     async def audit(self, task_id: str, result: TaskResult | None, journal: Path,
                     database_url: str | None = None) -> Audit:
         done = result is not None and result.status is Status.COMPLETED
-        conn = await asyncpg.connect(database_url or self.database_url)
-        try:
-            dups = await duplicate_rows(conn, task_id)
-            produced = {k for k in journal_ends(journal) if k.startswith(task_id + "/")}
-            lost = await lost_results(conn, task_id, produced)
-        finally:
-            await conn.close()
-        return Audit(completed=done, repeated=[k for k in repeated_work(journal)
-                                               if k.startswith(task_id + "/")],
-                     duplicates=dups, lost=lost)
+        return await audit(database_url or self.database_url, task_id, journal, completed=done)
 
     async def dump_timeline(self, task_id: str, workflow_ids: list[str]) -> None:
         """Write each workflow's history (event, seconds since the task began) to the tmp dir."""
@@ -244,10 +238,7 @@ async def worker_fault(b: Bench, slug: str, name: str, *, into_step: float = 0.7
     journal = b.tmp / f"{queue}.journal"
     first = b.worker(queue, journal)
     await first.ready()
-    clean_id = f"clean-{slug}-{uuid.uuid4().hex[:6]}"
-    clean, clean_s = await b.run(queue, clean_id, grid(clean_id))
-    if clean is None or clean.status is not Status.COMPLETED:
-        raise RuntimeError(f"the clean run failed: {clean}")
+    clean_s = await b.clean_run(queue, slug, grid)
     fault_id = f"{slug}-{uuid.uuid4().hex[:6]}"
     notes: list[str] = []
     if slug == "rolling":  # the new version is up before the old one is told to stop
@@ -311,10 +302,7 @@ async def clean_then_faulted(
     fault_w = b.worker(q_fault, journal, database_url=database_url, **(env or {}))
     await clean_w.ready()
     await fault_w.ready()
-    clean_id = f"clean-{slug}-{uuid.uuid4().hex[:6]}"
-    clean, clean_s = await b.run(q_clean, clean_id, plan(clean_id))
-    if clean is None or clean.status is not Status.COMPLETED:
-        raise RuntimeError(f"{slug}: the clean run failed: {clean and clean.error}")
+    clean_s = await b.clean_run(q_clean, slug, plan)
     clean_w.signal(signal.SIGTERM)
     fault_id = f"{slug}-{uuid.uuid4().hex[:6]}"
     notes: list[str] = []
@@ -469,10 +457,7 @@ async def clean_then_faulted_mcp(b: Bench, plan: Callable[[str], Plan], faulty: 
     fault_w = b.worker(q_fault, journal, BEESTOWN_TOOLS_FILE=faulty)
     await clean_w.ready()
     await fault_w.ready()
-    clean_id = f"clean-mcp-{uuid.uuid4().hex[:6]}"
-    res, clean_s = await b.run(q_clean, clean_id, clean_plan(clean_id))
-    if res is None or res.status is not Status.COMPLETED:
-        raise RuntimeError(f"mcp: the clean run failed: {res and res.error}")
+    clean_s = await b.clean_run(q_clean, "mcp", clean_plan)
     fault_id = f"mcp-{uuid.uuid4().hex[:6]}"
     result, faulted_s = await b.run(q_fault, fault_id, orig_plan(fault_id))
     a = await b.audit(fault_id, result, journal)
@@ -516,10 +501,7 @@ async def ten_kills(b: Bench) -> Row:
     ws = [b.worker(queue, journal), b.worker(queue, journal)]
     for w in ws:
         await w.ready()
-    clean_id = f"clean-ten-{uuid.uuid4().hex[:6]}"
-    clean, clean_s = await b.run(queue, clean_id, mixed30(clean_id))
-    if clean is None or clean.status is not Status.COMPLETED:
-        raise RuntimeError(f"ten kills: the clean run failed: {clean and clean.error}")
+    clean_s = await b.clean_run(queue, "ten", mixed30)
     done, repeated, dups, lost, makespans, notes = 0, 0, 0, 0, [], []
     for run in range(10):
         task_id = f"ten{run}-{uuid.uuid4().hex[:6]}"
@@ -612,33 +594,22 @@ async def main() -> None:
     ap.add_argument("--heartbeat-cost", action="store_true",
                     help="only measure heartbeats reaching the server per running step")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
-    admin = await admin_dsn(tmp)
-    dbname = f"beestown_chaos_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{dbname}"')
-    await conn.close()
-    temporal = TemporalDev(tmp)
-    await temporal.start()
-    llm = FakeLLM()
-    b = Bench(tmp, temporal, with_database(admin, dbname), llm)
-    await b.connect()
     rows: list[Row] = []
-    try:
-        if args.heartbeat_cost:
-            print(await heartbeat_cost(b))
-            return
-        for _ in range(args.repeat):
-            for name in args.only.split(","):
-                rows.append(await FAULTS[name](b))
-                print_table(rows[-1:])
-    finally:
-        b.stop_all()
-        temporal.stop()
-        llm.close()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.close()
+    async with killable_servers("chaos") as (tmp, dsn, temporal):
+        llm = FakeLLM()
+        b = Bench(tmp, temporal, dsn, llm)
+        await b.connect()
+        try:
+            if args.heartbeat_cost:
+                print(await heartbeat_cost(b))
+                return
+            for _ in range(args.repeat):
+                for name in args.only.split(","):
+                    rows.append(await FAULTS[name](b))
+                    print_table(rows[-1:])
+        finally:
+            b.stop_all()
+            llm.close()
     print()
     print_table(rows)
     print(f"(logs under {tmp})")

@@ -5,6 +5,7 @@ be killed, and the audit that says what a fault cost (repeats, duplicates, losse
   can be killed and started again on the same data.
 - `PgCluster`: a scratch PostgreSQL cluster (initdb + pg_ctl) that can be stopped and
   started without touching any shared server.
+- `killable_servers`: a temp dir, a scratch database and a `TemporalDev` for one run.
 - `WorkerProc`: `python -m bench.chaos_worker` (worker.py plus a journal of the work).
 - `audit`: reads the journal, the store and the task's result.
 """
@@ -23,13 +24,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from testkit.servers import DEV_SERVER_ARGS, temporal_cli
+from testkit.servers import DEV_SERVER_ARGS, admin_dsn, scratch_database, temporal_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,6 +125,20 @@ class TemporalDev:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextlib.asynccontextmanager
+async def killable_servers(name: str) -> AsyncIterator[tuple[Path, str, TemporalDev]]:
+    """For one bench run: a temp dir, a scratch database and a started `TemporalDev`;
+    the server is stopped and the database dropped afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    async with scratch_database(await admin_dsn(tmp), f"beestown_{name}") as dsn:
+        temporal = TemporalDev(tmp)
+        await temporal.start()
+        try:
+            yield tmp, dsn, temporal
+        finally:
+            temporal.stop()
 
 
 def _pg_bin(name: str) -> str:
@@ -357,3 +373,18 @@ async def lost_results(conn: asyncpg.Connection, task_id: str,
         "WHERE task_id = $1", task_id)
     stored = {r["id"] for r in rows if r["has_result"] and r["status"] == "COMPLETED"}
     return sorted(produced - stored)
+
+
+async def audit(database_url: str, task_id: str, journal: Path, *, completed: bool) -> Audit:
+    """What `task_id`'s run left behind: work that ran twice, rows recorded twice, and
+    results produced yet never stored."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        dups = await duplicate_rows(conn, task_id)
+        produced = {k for k in journal_ends(journal) if k.startswith(task_id + "/")}
+        lost = await lost_results(conn, task_id, produced)
+    finally:
+        await conn.close()
+    return Audit(completed=completed, repeated=[k for k in repeated_work(journal)
+                                                if k.startswith(task_id + "/")],
+                 duplicates=dups, lost=lost)

@@ -14,23 +14,20 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chaos_kit import TemporalDev, WorkerProc, worker_env
+from bench.chaos_kit import WorkerProc, killable_servers, worker_env
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from testkit.fake_llm import FakeLLM, Scripted
-from testkit.servers import admin_dsn, with_database
 
 EVENT_LIMIT = 51_200
 BYTE_LIMIT = 50 * 2**20
@@ -72,58 +69,47 @@ async def main() -> None:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--turns", type=int, default=200)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="history-"))
-    admin = await admin_dsn(tmp)
-    dbname = f"beestown_hist_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{dbname}"')
-    await conn.close()
-    temporal = TemporalDev(tmp)
-    await temporal.start()
-    llm = FakeLLM()
-    llm.chaos = long_agent(args.turns)
-    queue = f"hist-{uuid.uuid4().hex[:6]}"
-    worker = WorkerProc(env=worker_env(
-        address=temporal.address, queue=queue, database_url=with_database(admin, dbname),
-        state_dir=tmp, journal=tmp / "journal", llm_url=llm.base_url,
-        BEESTOWN_MAX_PLAN_STEPS=str(max(args.steps, 50)),
-        BEESTOWN_MAX_TURNS=str(args.turns)), log=tmp / "worker.log").start()
-    try:
-        await worker.ready()
-        client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
-        rows = []
-        big_id = f"big-{uuid.uuid4().hex[:6]}"
-        t0 = time.monotonic()
-        big = await client.start_workflow(
-            "TaskWorkflow", TaskInput(plan=wide_plan(args.steps), max_steps=args.steps),
-            id=big_id, task_queue=queue)
-        res = TaskResult.model_validate(await big.result())
-        rows.append(line(f"task of {args.steps} steps ({res.status.value})",
-                         *await size(client, big_id), time.monotonic() - t0))
-        rows.append(line("  one of its steps", *await size(client, f"{big_id}/s0"), 0))
-        agent_id = f"agent-{uuid.uuid4().hex[:6]}"
-        t0 = time.monotonic()
-        plan = Plan.model_validate({"steps": [
-            {"id": "a", "type": "search", "description": "a long piece of work"}]})
-        h = await client.start_workflow("TaskWorkflow", TaskInput(plan=plan,
-                                                                  max_turns=args.turns),
-                                        id=agent_id, task_queue=queue)
-        res = TaskResult.model_validate(await h.result())
-        rows.append(line(f"agent step of {args.turns} turns ({res.status.value})",
-                         *await size(client, f"{agent_id}/a"), time.monotonic() - t0))
-        rows.append(line("  its task", *await size(client, agent_id), 0))
-        print("\n".join(rows))
-    finally:
-        for pid in worker.pids():
-            import os
-            import signal
+    async with killable_servers("history") as (tmp, dsn, temporal):
+        llm = FakeLLM()
+        llm.chaos = long_agent(args.turns)
+        queue = f"hist-{uuid.uuid4().hex[:6]}"
+        worker = WorkerProc(env=worker_env(
+            address=temporal.address, queue=queue, database_url=dsn,
+            state_dir=tmp, journal=tmp / "journal", llm_url=llm.base_url,
+            BEESTOWN_MAX_PLAN_STEPS=str(max(args.steps, 50)),
+            BEESTOWN_MAX_TURNS=str(args.turns)), log=tmp / "worker.log").start()
+        try:
+            await worker.ready()
+            client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
+            rows = []
+            big_id = f"big-{uuid.uuid4().hex[:6]}"
+            t0 = time.monotonic()
+            big = await client.start_workflow(
+                "TaskWorkflow", TaskInput(plan=wide_plan(args.steps), max_steps=args.steps),
+                id=big_id, task_queue=queue)
+            res = TaskResult.model_validate(await big.result())
+            rows.append(line(f"task of {args.steps} steps ({res.status.value})",
+                             *await size(client, big_id), time.monotonic() - t0))
+            rows.append(line("  one of its steps", *await size(client, f"{big_id}/s0"), 0))
+            agent_id = f"agent-{uuid.uuid4().hex[:6]}"
+            t0 = time.monotonic()
+            plan = Plan.model_validate({"steps": [
+                {"id": "a", "type": "search", "description": "a long piece of work"}]})
+            h = await client.start_workflow("TaskWorkflow", TaskInput(plan=plan,
+                                                                      max_turns=args.turns),
+                                            id=agent_id, task_queue=queue)
+            res = TaskResult.model_validate(await h.result())
+            rows.append(line(f"agent step of {args.turns} turns ({res.status.value})",
+                             *await size(client, f"{agent_id}/a"), time.monotonic() - t0))
+            rows.append(line("  its task", *await size(client, agent_id), 0))
+            print("\n".join(rows))
+        finally:
+            for pid in worker.pids():
+                import os
+                import signal
 
-            os.kill(pid, signal.SIGKILL)
-        temporal.stop()
-        llm.close()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.close()
+                os.kill(pid, signal.SIGKILL)
+            llm.close()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,11 +34,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chaos_kit import ROOT, TemporalDev, children, rss_bytes
+from bench.chaos_kit import ROOT, children, killable_servers, rss_bytes
 from models.io import TaskInput, TaskResult
 from models.plan import Plan
 from models.task import Status
-from testkit.servers import admin_dsn, with_database
 
 
 def plan(steps: int, step_s: float) -> Plan:
@@ -204,28 +202,14 @@ async def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--step-s", type=float, default=0.1)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="load-"))
-    admin = await admin_dsn(tmp)
-    dbname = f"beestown_load_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{dbname}"')
-    await conn.close()
-    dsn = with_database(admin, dbname)
-    temporal = TemporalDev(tmp)
-    await temporal.start()
-    client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
     rows: list[Figures] = []
-    try:
+    async with killable_servers("load") as (tmp, dsn, temporal):
+        client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
         for n in [int(x) for x in args.tasks.split(",")]:
             for split in (False, True):
                 rows.append(await one_round(client, tmp, temporal.address, dsn, split=split,
                                             tasks=n, steps=args.steps, step_s=args.step_s))
                 print(" | ".join(rows[-1].cells(args.steps)), flush=True)
-    finally:
-        temporal.stop()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.close()
     cells = [HEADER] + [r.cells(args.steps) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
     print()

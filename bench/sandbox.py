@@ -11,20 +11,11 @@ import asyncio
 import statistics
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 
+from bench.servers import timed_ms
 from runtime.sandbox import SandboxFactory
 
 PLAIN = ["/usr/bin/python3", "-c", "pass"]
-
-
-async def _timed(fn: Callable[[], Awaitable[None]], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await fn()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
 
 
 async def main(runs: int) -> None:
@@ -56,12 +47,12 @@ async def main(runs: int) -> None:
                 await s.run_cell(f"v{i} = {i} * 2\nprint(v{i})\nv{i}")
 
     rows = [
-        ("python3 -c pass (baseline)", await _timed(plain, runs)),
-        ("cold session start (open)", await _timed(cold, runs)),
-        ("close", await _timed(lambda: opened.pop().close(), runs)),
-        ("open + first cell + close", await _timed(cold_first_cell, runs)),
-        ("warm cell round trip", await _timed(warm_cell, runs * 10)),
-        ("20-cell notebook session", await _timed(notebook, max(3, runs // 3))),
+        ("python3 -c pass (baseline)", await timed_ms(plain, runs)),
+        ("cold session start (open)", await timed_ms(cold, runs)),
+        ("close", await timed_ms(lambda: opened.pop().close(), runs)),
+        ("open + first cell + close", await timed_ms(cold_first_cell, runs)),
+        ("warm cell round trip", await timed_ms(warm_cell, runs * 10)),
+        ("20-cell notebook session", await timed_ms(notebook, max(3, runs // 3))),
     ]
     await session.close()
     base_min, base_med = min(rows[0][1]), statistics.median(rows[0][1])

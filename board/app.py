@@ -34,7 +34,7 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -44,6 +44,7 @@ from board.errors import BoardError, Forbidden, Invalid
 from board.graph import Layouts, dot_quote, draw, steps_from_rows
 from board.live import RESYNC, Change, Hub
 from board.metrics import BoardMetrics, RequestMetrics
+from board.middleware import ResponseStartHook
 from board.render import STATIC, bar_chart, climbs_at, make_env
 from board.settings import BoardSettings
 from client import TemporalUnreachable, connect
@@ -546,7 +547,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return page(request, "error.html", status_code=code, title=str(code), message=detail)
 
 
-class SecurityHeaders:
+class SecurityHeaders(ResponseStartHook):
     """Headers on every response: no framing, no sniffing, scripts only from the board."""
 
     HEADERS = [
@@ -558,43 +559,25 @@ class SecurityHeaders:
         (b"referrer-policy", b"same-origin"),
     ]
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def on_start(self, scope: Scope) -> Callable[[Message], None]:
+        def add_headers(message: Message) -> None:
+            message["headers"] = [*message.get("headers", []), *self.HEADERS]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + self.HEADERS
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        return add_headers
 
 
-class ServerTiming:
+class ServerTiming(ResponseStartHook):
     """`Server-Timing: app;dur=MS` on every response: time spent before its headers left."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def on_start(self, scope: Scope) -> Callable[[Message], None]:
         start = time.perf_counter()
 
-        async def timed(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                ms = (time.perf_counter() - start) * 1000
-                message["headers"] = [*message.get("headers", []),
-                                      (b"server-timing", f"app;dur={ms:.2f}".encode())]
-            await send(message)
+        def add_timing(message: Message) -> None:
+            ms = (time.perf_counter() - start) * 1000
+            message["headers"] = [*message.get("headers", []),
+                                  (b"server-timing", f"app;dur={ms:.2f}".encode())]
 
-        await self.app(scope, receive, timed)
+        return add_timing
 
 
 def build_app(board: Board) -> Starlette:

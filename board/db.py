@@ -12,6 +12,8 @@ import secrets
 
 import asyncpg
 
+from runtime.db import apply_migrations
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "beestown_board"
@@ -87,19 +89,8 @@ _LOCK_KEY = 0x626F617264  # "board"
 
 async def migrate_board(pool: asyncpg.Pool) -> int:
     """Bring the board's schema up to date (after the store's); return its version."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS board_schema (version integer PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM board_schema")
-        for version, sql in enumerate(BOARD_MIGRATIONS, start=1):
-            if version > current:
-                log.info("applying board migration %d", version)
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO board_schema (version) VALUES ($1)", version)
-    return len(BOARD_MIGRATIONS)
+    return await apply_migrations(pool, BOARD_MIGRATIONS, table="board_schema",
+                                  lock_key=_LOCK_KEY, what="board", logger=log)
 
 
 async def session_secret(pool: asyncpg.Pool) -> str:

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope
+
+from board.middleware import ResponseStartHook
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +97,20 @@ class BoardMetrics:
             thread.join(timeout=5)
 
 
-class RequestMetrics:
+class RequestMetrics(ResponseStartHook):
     """Counts and times each request by its route's path (not the raw URL)."""
 
     def __init__(self, app: ASGIApp, metrics: BoardMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def on_start(self, scope: Scope) -> Callable[[Message], None]:
         start = time.perf_counter()
         path = scope["path"]
         route = path if path.count("/") <= 1 and not path.startswith("/static") else "other"
 
-        async def observed(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.metrics.latency.labels(route).observe(time.perf_counter() - start)
-                self.metrics.requests.labels(route, str(message["status"])).inc()
-            await send(message)
+        def observe(message: Message) -> None:
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(route, str(message["status"])).inc()
 
-        await self.app(scope, receive, observed)
+        return observe

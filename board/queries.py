@@ -36,23 +36,30 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _task_where(f: TaskFilter, *, by_status: bool, t: str = ""
+                ) -> tuple[list[str], list[Any]]:
+    """The WHERE terms of `f` (its status too if `by_status`) on columns prefixed `t`, and
+    their arguments ($1 is `f.nested`)."""
+    where = [f"($1 OR {t}parent_subtask IS NULL)"]
+    args: list[Any] = [f.nested]
+    status = (("status", f.status),) if by_status else ()
+    for column, value in (*status, ("priority", f.priority), ("assignee", f.assignee)):
+        if value:
+            args.append(value)
+            where.append(f"{t}{column} = ${len(args)}")
+    if f.text:
+        args.append(_like(f.text))
+        n = len(args)
+        where.append(f"({t}title ILIKE ${n} OR {t}id ILIKE ${n} OR {t}prompt ILIKE ${n})")
+    return where, args
+
+
 async def list_tasks(pool: asyncpg.Pool, f: TaskFilter, *, limit: int) -> TaskPage:
     """Return one page of tasks, newest first, and the count of each status (filtered).
 
     Keyset paging on (created_at, id) walks the index however deep the page is.
     """
-    where = ["($1 OR t.parent_subtask IS NULL)"]
-    args: list[Any] = [f.nested]
-    for column, value in (("status", f.status), ("priority", f.priority),
-                          ("assignee", f.assignee)):
-        if value:
-            args.append(value)
-            where.append(f"t.{column} = ${len(args)}")
-    if f.text:
-        args.append(_like(f.text))
-        where.append(f"(t.title ILIKE ${len(args)} OR t.id ILIKE ${len(args)}"
-                     f" OR t.prompt ILIKE ${len(args)})")
-    page_where = list(where)
+    page_where, args = _task_where(f, by_status=True, t="t.")
     if f.before is not None:
         args.extend(f.before)
         page_where.append(f"(t.created_at, t.id) < (${len(args) - 1}, ${len(args)})")
@@ -85,16 +92,7 @@ async def list_tasks(pool: asyncpg.Pool, f: TaskFilter, *, limit: int) -> TaskPa
 
 async def _status_counts(pool: asyncpg.Pool, f: TaskFilter) -> dict[str, int]:
     """Count tasks by status under every filter but the status one (what each chip gives)."""
-    where = ["($1 OR parent_subtask IS NULL)"]
-    args: list[Any] = [f.nested]
-    for column, value in (("priority", f.priority), ("assignee", f.assignee)):
-        if value:
-            args.append(value)
-            where.append(f"{column} = ${len(args)}")
-    if f.text:
-        args.append(_like(f.text))
-        where.append(f"(title ILIKE ${len(args)} OR id ILIKE ${len(args)}"
-                     f" OR prompt ILIKE ${len(args)})")
+    where, args = _task_where(f, by_status=False)
     rows = await pool.fetch(
         f"SELECT status, count(*) AS n FROM tasks WHERE {' AND '.join(where)} GROUP BY status",
         *args)

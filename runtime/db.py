@@ -336,19 +336,29 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 async def migrate(pool: asyncpg.Pool) -> int:
     """Apply the migrations this database lacks; return the schema version. Idempotent."""
+    return await apply_migrations(pool, MIGRATIONS, table="beestown_schema",
+                                  lock_key=_LOCK_KEY, what="schema")
+
+
+async def apply_migrations(pool: asyncpg.Pool, migrations: list[str], *, table: str,
+                           lock_key: int, what: str,
+                           logger: logging.Logger = log) -> int:
+    """Apply those of `migrations` not yet recorded in `table` (created if missing), in
+    order, in one transaction under advisory lock `lock_key`; return how many there are.
+    `what` names them in `logger`'s lines."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
         await conn.execute(
-            "CREATE TABLE IF NOT EXISTS beestown_schema (version integer PRIMARY KEY,"
+            f"CREATE TABLE IF NOT EXISTS {table} (version integer PRIMARY KEY,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM beestown_schema")
-        for version, sql in enumerate(MIGRATIONS, start=1):
+        current = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}")
+        for version, sql in enumerate(migrations, start=1):
             if version > current:
-                log.info("applying schema migration %d", version)
+                logger.info("applying %s migration %d", what, version)
                 await conn.execute(sql)
-                await conn.execute("INSERT INTO beestown_schema (version) VALUES ($1)", version)
-        return len(MIGRATIONS)
+                await conn.execute(f"INSERT INTO {table} (version) VALUES ($1)", version)
+        return len(migrations)
 
 
 async def resolve_dsn(database_url: str | None, state_dir: Path) -> str:

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 STATE="${BEESTOWN_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/beestown}"
 PY="${PYTHON:-python}"
 BOARD_PORT="${BEESTOWN_BOARD_PORT:-8377}"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 if [ ! -s "$STATE/board-password" ]; then
   (umask 077 && "$PY" -c "import secrets; print(secrets.token_urlsafe(12))" \
@@ -16,13 +18,5 @@ fi
   --password-stdin <"$STATE/board-password" >/dev/null
 
 if [ -f "$STATE/board.pid" ]; then kill "$(cat "$STATE/board.pid")" 2>/dev/null || true; fi
-nohup "$PY" -m cli web --port "$BOARD_PORT" >"$STATE/board.log" 2>&1 &
-echo $! >"$STATE/board.pid"
-for _ in $(seq 1 100); do
-  grep -q "board: http" "$STATE/board.log" 2>/dev/null && break
-  if ! kill -0 "$(cat "$STATE/board.pid")" 2>/dev/null; then
-    echo "the board exited:"; cat "$STATE/board.log"; exit 1
-  fi
-  sleep 0.2
-done
+start_logged board "board: http" 100 "$PY" -m cli web --port "$BOARD_PORT"
 echo "board: http://127.0.0.1:$BOARD_PORT  (sign in as demo, password in $STATE/board-password)"

@@ -9,6 +9,8 @@ mkdir -p "$STATE"
 PORT="${BEESTOWN_DEMO_PORT:-7233}"
 UI_PORT="${BEESTOWN_DEMO_UI_PORT:-8233}"
 PY="${PYTHON:-python}"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # Kill the process a pid file names only if it is still the one we started (a pid may have
 # been reused by another program since): its command line must show what we ran.
@@ -53,15 +55,7 @@ fi
 # Always a fresh worker, so it runs the code in this checkout.
 stop_one worker "worker.py"
 echo "starting worker (log: $STATE/worker.log)"
-nohup "$PY" worker.py >"$STATE/worker.log" 2>&1 &
-echo $! >"$STATE/worker.pid"
-for _ in $(seq 1 150); do
-  grep -q "worker ready" "$STATE/worker.log" 2>/dev/null && break
-  if ! kill -0 "$(cat "$STATE/worker.pid")" 2>/dev/null; then
-    echo "the worker exited:"; cat "$STATE/worker.log"; exit 1
-  fi
-  sleep 0.2
-done
+start_logged worker "worker ready" 150 "$PY" worker.py
 
 bash scripts/board-demo.sh
 

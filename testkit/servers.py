@@ -64,16 +64,19 @@ def with_database(dsn: str, name: str) -> str:
 
 @contextlib.asynccontextmanager
 async def scratch_database(admin: str, prefix: str = "beestown_test") -> AsyncIterator[str]:
-    """Create an empty database beside `admin`'s; yield its DSN; drop it afterwards."""
+    """Create an empty database beside `admin`'s; yield its DSN; drop it afterwards, also
+    when the body raises."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    yield with_database(admin, name)
-    conn = await asyncpg.connect(admin)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield with_database(admin, name)
     finally:
-        await conn.close()
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()

@@ -34,7 +34,7 @@ from runtime.org_store import OrgStore
 from runtime.settings import Settings
 from runtime.store import Store
 from testkit.fake_llm import FakeLLM
-from testkit.servers import admin_dsn, with_database
+from testkit.servers import admin_dsn, scratch_database
 from tests.conftest import make_settings, temporal_address
 from tests.helpers import outcome, plan_of, start_task
 from worker import Deps, build_workers
@@ -256,13 +256,7 @@ async def beestown(*args: str, database_url: str, stdin: str = "",
 
 async def test_web_refuses_a_public_address_until_someone_has_an_account(
         tmp_path: Path) -> None:
-    admin = await admin_dsn(tmp_path)
-    name = f"beestown_board_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = with_database(admin, name)
-    try:
+    async with scratch_database(await admin_dsn(tmp_path), "beestown_board") as dsn:
         rc, out, err = await beestown("web", "--host", "0.0.0.0", "--port", "0",
                                       database_url=dsn)
         assert rc == 2, (out, err)
@@ -272,10 +266,6 @@ async def test_web_refuses_a_public_address_until_someone_has_an_account(
         assert rc == 0, err
         rc, out, err = await beestown("user", "list", database_url=dsn)
         assert "ann" in out
-    finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
 
 # -- acting for agents ----------------------------------------------------------------------
