@@ -26,6 +26,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Scope
 
 from board.errors import Forbidden
+from board.handling import (
+    page,
+    signed_in,
+)
 from board.metrics import RequestMetrics
 from board.middleware import ResponseStartHook
 from board.pages import (
@@ -45,10 +49,6 @@ from board.pages import (
     tasks_page,
 )
 from board.render import STATIC
-from board.handling import (
-    page,
-    signed_in,
-)
 from board.state import SESSION_COOKIE, Board
 
 __all__ = ["Board", "build_app"]

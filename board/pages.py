@@ -22,8 +22,6 @@ from board import actions, queries
 from board.accounts import Person
 from board.errors import BoardError, Invalid
 from board.graph import dot_quote, draw, steps_from_rows
-from board.live import RESYNC, Change
-from board.render import bar_chart, climbs_at
 from board.handling import (
     back,
     checked_form,
@@ -34,6 +32,8 @@ from board.handling import (
     text,
     upload,
 )
+from board.live import RESYNC, Change
+from board.render import bar_chart, climbs_at
 from board.state import Board
 
 
