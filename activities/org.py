@@ -232,14 +232,17 @@ class OrgActivities:
             ESCALATION_SYSTEM, f"# Step\n{inp.description}\n\n# Trouble ({e.reason.value})\n"
             f"{e.error}", DECISION_SCHEMA, charge,
             lambda data: ResolveEscalation(by=e.holder, action=data["action"],
-                                           note=str(data.get("note", ""))))
+                                           note=str(data.get("note", ""))),
+            # No usable decision is no decision: the trouble climbs at once (the ladder
+            # counts it as none) instead of asking the same model again and again.
+            unusable_is_final=True)
 
     async def _ask(self, system: str, user: str, schema: dict[str, Any], charge: Charge,
-                   read: Callable[[Any], T]) -> T:
+                   read: Callable[[Any], T], *, unusable_is_final: bool = False) -> T:
         """Return what `read` makes of the JSON the manager's model answers with.
 
         The call is metered like every model call; a reply `read` cannot use is a
-        BAD_LLM_REPLY (retried: the model may do better).
+        BAD_LLM_REPLY, retried (the model may do better) unless `unusable_is_final`.
         """
         reply, _ = await self.llm.call([{"role": "system", "content": system},
                                         {"role": "user", "content": user}], charge,
@@ -248,4 +251,4 @@ class OrgActivities:
             return read(extract_json(reply.text))
         except (InvalidPlan, KeyError, TypeError, ValueError) as e:
             raise ApplicationError(f"the {charge.purpose} model gave no usable answer: {e}",
-                                   type=BAD_LLM_REPLY) from e
+                                   type=BAD_LLM_REPLY, non_retryable=unusable_is_final) from e
