@@ -85,19 +85,21 @@ async def test_worker_serves_sdk_and_beestown_metrics_on_its_port(
              "description": "say what c gave"}))))
         assert result.status is Status.COMPLETED, result.error
         queue = settings.task_queue
+        code_queue = settings.queue_for("sandbox")  # code steps have a queue of their own
         text, series = await scrape_until(port, "temporal_workflow_completed", queue)
 
     # The SDK's own, through the runtime's telemetry.
     assert total(series, "temporal_workflow_completed", task_queue=queue,
                  workflow_type="TaskWorkflow") == 1
     assert total(series, "temporal_activity_execution_latency_count",
-                 activity_type="run_code_step", task_queue=queue) == 1
+                 activity_type="run_code_step", task_queue=code_queue) == 1
     assert "temporal_num_pollers" in text
     assert "temporal_sticky_cache_size" in text
     # BeesTown's, through the same meter: every step once, by status and type.
     for step_type in ("tool", "code", "write"):
         assert total(series, "beestown_steps_finished", status="COMPLETED",
-                     type=step_type, task_queue=queue) == 1, step_type
+                     type=step_type,
+                     task_queue=code_queue if step_type == "code" else queue) == 1, step_type
     assert total(series, "beestown_steps_finished", status="FAILED") == 0
     # Tokens and cost by model: exactly what the model reported, priced.
     assert total(series, "beestown_tokens_spent", model="fake-model", kind="prompt") == 100
@@ -106,9 +108,9 @@ async def test_worker_serves_sdk_and_beestown_metrics_on_its_port(
     assert total(series, "beestown_cost_spent_usd_sum", model="fake-model") == pytest.approx(
         (100 * 1000 + 20 * 2000) / 1e6)
     # The code step's sandbox session: opened, closed, none left in use.
-    assert total(series, "beestown_sandbox_sessions_opened", task_queue=queue) == 1
-    assert total(series, "beestown_sandbox_sessions_closed", task_queue=queue) == 1
-    assert total(series, "beestown_sandbox_sessions_in_use", task_queue=queue) == 0
+    assert total(series, "beestown_sandbox_sessions_opened", task_queue=code_queue) == 1
+    assert total(series, "beestown_sandbox_sessions_closed", task_queue=code_queue) == 1
+    assert total(series, "beestown_sandbox_sessions_in_use", task_queue=code_queue) == 0
 
 
 async def test_queue_waits_and_escalations_are_counted_where_they_happen(
