@@ -279,6 +279,9 @@ def worker_env(*, address: str, queue: str, database_url: str, state_dir: Path,
         "TEMPORAL_ADDRESS": address, "BEESTOWN_TASK_QUEUE": queue,
         "DATABASE_URL": database_url, "BEESTOWN_STATE_DIR": str(state_dir),
         "BEESTOWN_SANDBOX": "local", "CHAOS_JOURNAL": str(journal),
+        # The plans measured here run without an organization, whatever chart another
+        # test or run stored in the same database (unset, a stored chart would apply).
+        "BEESTOWN_ORG": "0",
     })
     if llm_url:
         env.update({"OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "chaos",
