@@ -118,9 +118,9 @@ def build_workers(client: Client, settings: Settings, deps: Deps, *,
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
                 # Heartbeats while activities wait; a shutdown's attempts retried at once.
                 interceptors=[AutoHeartbeat()],
-                # No grace: on SIGTERM in-flight activities are cancelled at once and
-                # retried elsewhere (hosting/lifecycle.py); steps are idempotent.
-                graceful_shutdown_timeout=timedelta(0),
+                # On SIGTERM running activities get this long to finish; what is still
+                # running then is handed back for retry at once (hosting/lifecycle.py).
+                graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_s),
                 **_runner(settings),
             )
         )

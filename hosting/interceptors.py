@@ -10,10 +10,10 @@ to the server per 80 % of the timeout, so the server load is ~1.25 / timeout hea
 second per running activity. Activities that heartbeat themselves (code steps, with
 their output lines) are unaffected: the SDK keeps only the latest details.
 
-**An immediate retry when the worker shuts down.** An attempt cancelled by a shutdown
-(SIGTERM, hosting/lifecycle.py) fails with `WorkerShutdown` and a retry delay of 10 ms,
-so another worker takes it at once instead of after the kind's initial retry interval
-(0.2-1 s).
+**An immediate retry when the worker shuts down.** An attempt a shutdown cancels (still
+running when its grace ran out: SIGTERM, hosting/lifecycle.py) fails with
+`WorkerShutdown` and a retry delay of 10 ms, so another worker takes it at once instead
+of after the kind's initial retry interval (0.2-1 s).
 """
 
 from __future__ import annotations

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # Take back the work of this host's dead worker processes at once (fail their
     # attempts, release their sticky queues); off: only the timeouts notice them.
     take_back: bool = Field(True, validation_alias="BEESTOWN_TAKE_BACK")
+    # On SIGTERM/SIGINT (a deploy, a stop), seconds the running activities are given to
+    # finish before they are handed back to Temporal for another worker (a step that
+    # finishes in time is not run again; a model turn is not paid for twice); 0: hand
+    # everything back at once. Keep it under your orchestrator's kill timeout (docker
+    # stop: 10 s, Kubernetes: 30 s). Measured in bench/chaos.py (hosting/lifecycle.py).
+    shutdown_grace_s: float = Field(5.0, ge=0, le=600,
+                                    validation_alias="BEESTOWN_SHUTDOWN_GRACE")
     # Run workflow code inside Temporal's determinism sandbox. Off by default for speed
     # (see bench/dag.py); the tests turn it on to catch non-deterministic workflow code.
     workflow_sandbox: bool = Field(False, validation_alias="BEESTOWN_WORKFLOW_SANDBOX")

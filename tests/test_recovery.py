@@ -128,13 +128,46 @@ async def test_worker_fault_mid_run_completes_without_repeats(
     await run_with_fault(client, settings, database_url, tmp_path, spawn, fault)
 
 
-async def test_sigterm_hands_in_flight_steps_back_at_once(
+async def test_sigterm_lets_a_running_step_finish_within_the_grace(
     client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
 ) -> None:
-    """The stopped worker's running step goes back to Temporal as it stops, not after a
-    timeout: the attempt fails as `WorkerShutdown`, and the other worker runs it again."""
+    """A deploy: the stopped worker finishes the step it was running (one attempt, its
+    work done once, by that worker) while a new worker takes the rest of the task."""
     journal = tmp_path / "journal"
-    workers = [spawn(), spawn()]
+    first = spawn()
+    await first.ready()
+    task_id = f"rec-grace-{os.urandom(3).hex()}"
+    steps = [{"id": "a", "type": "code",
+              "code": f"# chaos:{task_id}/a\nimport time\ntime.sleep(1.5)\nprint(1)"},
+             {"id": "b", "type": "code", "deps": ["a"],
+              "code": f"# chaos:{task_id}/b\nprint(2)"}]
+    handle = await start_task(client, settings, TaskInput(plan=plan_of(*steps)),
+                              task_id=task_id)
+    await started(journal, f"{task_id}/a", 1)
+    runner = first.worker_pid()
+    first.signal(signal.SIGTERM)
+    spawn()
+    result = await asyncio.wait_for(outcome(handle), timeout=60)
+    assert result.status is Status.COMPLETED, result.error
+    assert await asyncio.to_thread(first.wait, 30) == 0
+    history = await client.get_workflow_handle(f"{task_id}/a").fetch_history()
+    attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
+                if e.HasField("activity_task_started_event_attributes")]
+    assert attempts == [1], attempts
+    ends = [ln.split() for ln in journal.read_text().splitlines()
+            if ln.split()[2:] == ["end", f"{task_id}/a"]]
+    assert [int(e[1]) for e in ends] == [runner], ends
+    assert repeated_work(journal) == []
+
+
+async def test_sigterm_hands_steps_still_running_after_the_grace_back_at_once(
+    client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
+) -> None:
+    """A step still running when the grace ends goes back to Temporal as the worker
+    stops, not after a timeout: the attempt fails as `WorkerShutdown`, and the other
+    worker runs it again."""
+    journal = tmp_path / "journal"
+    workers = [spawn(BEESTOWN_SHUTDOWN_GRACE="0.5"), spawn(BEESTOWN_SHUTDOWN_GRACE="0.5")]
     for w in workers:
         await w.ready()
     task_id = f"rec-hand-{os.urandom(3).hex()}"
