@@ -137,7 +137,7 @@ async def test_sigterm_lets_a_running_step_finish_within_the_grace(
     first = spawn()
     await first.ready()
     task_id = f"rec-grace-{os.urandom(3).hex()}"
-    steps = [{"id": "a", "type": "code",
+    steps: list[dict[str, Any]] = [{"id": "a", "type": "code",
               "code": f"# chaos:{task_id}/a\nimport time\ntime.sleep(1.5)\nprint(1)"},
              {"id": "b", "type": "code", "deps": ["a"],
               "code": f"# chaos:{task_id}/b\nprint(2)"}]
