@@ -76,6 +76,10 @@ GENERATIONS = (
     # Committed in fcc28f7 (tool_fallback in daffad5) at the top of tests/histories, from
     # workflow code before any `workflow.patched` branch: they take none.
     Generation("gen1", HISTORIES, FIRST_SHAPES),
+    # Recorded from c3c7f27's workflow code, which takes every patch: report-waits-to-parent
+    # (the org shapes signal `step_state`), search-attributes, escalation-model-retry-cap,
+    # escalation-model-failure-climbs, past-deadline-escalates-at-once.
+    Generation("gen2", HISTORIES / "gen2", SHAPES),
 )
 CASES = [pytest.param(g, shape, id=f"{g.name}-{shape}")
          for g in GENERATIONS for shape in g.shapes]
