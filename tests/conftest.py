@@ -141,27 +141,28 @@ def human_org(tmp: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running_workers(client: Client, settings: Settings, deps: Deps
-                          ) -> AsyncIterator[Settings]:
+async def running_workers(client: Client, settings: Settings, deps: Deps, *,
+                          search_attributes: bool = False) -> AsyncIterator[Settings]:
     """Run this process's workers, with `settings` over `deps`, for the block; yield the
-    settings."""
+    settings. With `search_attributes` the workflows upsert BeesTown's (the session's dev
+    server has them)."""
     async with contextlib.AsyncExitStack() as stack:
-        for w in build_workers(client, settings, deps):
+        for w in build_workers(client, settings, deps, search_attributes=search_attributes):
             await stack.enter_async_context(w)
         yield settings
 
 
 @contextlib.asynccontextmanager
 async def org_workers(client: Client, deps: Deps, database_url: str, llm: FakeLLM,
-                      tmp: Path, *, human: bool = True, **over: Any
-                      ) -> AsyncIterator[Settings]:
+                      tmp: Path, *, human: bool = True, search_attributes: bool = False,
+                      **over: Any) -> AsyncIterator[Settings]:
     """Store the example org (every manager a person, unless `human` is False) and run
     this process's workers with it on a task queue of their own; yield their settings."""
     org_file = human_org(tmp) if human else ROOT / "examples" / "org.yaml"
     await OrgStore(deps.pool).save_org(load_org(org_file))
     settings = make_settings(tmp, database_url, llm.base_url, temporal_address(client),
                              org_enabled=True, **over)
-    async with running_workers(client, settings, deps):
+    async with running_workers(client, settings, deps, search_attributes=search_attributes):
         yield settings
 
 

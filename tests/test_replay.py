@@ -5,11 +5,14 @@ tests/histories, sandboxed and unsandboxed, or be guarded with `workflow.patched
 that old histories take the old path. Never re-record to make this test pass after such a
 change: the fixtures stand for tasks already running when a worker is upgraded.
 
-Record a new shape, or re-record after a deliberate break (every old task gone), with the
-suite's real servers:
+The histories come in generations, each recorded from one version of the workflow code
+(`GENERATIONS`); a generation is never re-recorded or added to. When the workflow code
+gains a path no generation holds (typically a `workflow.patched` branch), record a new
+generation of every shape into a new folder with the suite's real servers, then list it
+below:
 
-    python -m tests.record_histories tests/histories             # every shape
-    python -m tests.record_histories tests/histories -k diamond  # one shape
+    python -m tests.record_histories tests/histories/gen3             # every shape
+    python -m tests.record_histories tests/histories/gen3 -k diamond  # one shape
 
 Each shape's folder holds the history of the TaskWorkflow and of every workflow beneath
 it (SubtaskWorkflows, nested TaskWorkflows), one file per workflow id ("/" written "__").
@@ -19,6 +22,7 @@ The replay needs no server.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,7 +40,8 @@ from workflows.task import TaskWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SEP = "__"
-SHAPES = [
+# The shapes the first generation holds.
+FIRST_SHAPES = (
     "diamond",
     "wide_fan_out",
     "failure_blocked",
@@ -47,7 +52,37 @@ SHAPES = [
     "delegation_two_levels",
     "queued_capacity",
     "tool_fallback",
-]
+)
+# The shapes tests/record_histories.py records (into a new generation's folder).
+SHAPES = (
+    *FIRST_SHAPES,
+    "search_attributes",
+    "model_retry_cap",
+    "model_failure_climbs",
+    "past_deadline",
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Histories recorded from one version of the workflow code: tasks it started."""
+
+    name: str
+    folder: Path
+    shapes: tuple[str, ...]
+
+
+GENERATIONS = (
+    # Committed in fcc28f7 (tool_fallback in daffad5) at the top of tests/histories, from
+    # workflow code before any `workflow.patched` branch: they take none.
+    Generation("gen1", HISTORIES, FIRST_SHAPES),
+    # Recorded from c3c7f27's workflow code, which takes every patch: report-waits-to-parent
+    # (the org shapes signal `step_state`), search-attributes, escalation-model-retry-cap,
+    # escalation-model-failure-climbs, past-deadline-escalates-at-once.
+    Generation("gen2", HISTORIES / "gen2", SHAPES),
+)
+CASES = [pytest.param(g, shape, id=f"{g.name}-{shape}")
+         for g in GENERATIONS for shape in g.shapes]
 
 
 def file_name(workflow_id: str) -> str:
@@ -59,10 +94,11 @@ def workflow_id_of(path: Path) -> str:
     return path.stem.replace(SEP, "/")
 
 
-def load(shape: str) -> dict[str, WorkflowHistory]:
+def load(generation: Generation, shape: str) -> dict[str, WorkflowHistory]:
     """The shape's histories by file name; fails if the shape has none."""
-    files = sorted((HISTORIES / shape).glob("*.json"))
-    assert files, f"no recorded histories for shape {shape!r} in {HISTORIES / shape}"
+    folder = generation.folder / shape
+    files = sorted(folder.glob("*.json"))
+    assert files, f"no recorded histories for shape {shape!r} in {folder}"
     return {f.name: WorkflowHistory.from_json(workflow_id_of(f), f.read_text()) for f in files}
 
 
@@ -76,16 +112,26 @@ def workflow_type(history: WorkflowHistory) -> str:
     return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_every_shape_holds_its_task_and_every_workflow_beneath_it(shape: str) -> None:
-    histories = load(shape)
+@pytest.mark.parametrize(("generation", "shape"), CASES)
+def test_every_shape_holds_its_task_and_every_workflow_beneath_it(
+    generation: Generation, shape: str
+) -> None:
+    histories = load(generation, shape)
+    where = f"{generation.name}/{shape}"
     roots = [n for n, h in histories.items()
              if workflow_type(h) == "TaskWorkflow" and "/" not in h.workflow_id]
-    assert roots, f"{shape}: no top-level TaskWorkflow history"
+    assert roots, f"{where}: no top-level TaskWorkflow history"
     for name, h in histories.items():
-        assert workflow_type(h) in {"TaskWorkflow", "SubtaskWorkflow"}, name
+        assert workflow_type(h) in {"TaskWorkflow", "SubtaskWorkflow"}, f"{where}/{name}"
         for child in started_children(h):
-            assert file_name(child) in histories, f"{shape}/{name} started {child}: no history"
+            assert file_name(child) in histories, f"{where}/{name} started {child}: no history"
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=[g.name for g in GENERATIONS])
+def test_every_recorded_folder_is_a_shape_the_generation_lists(generation: Generation) -> None:
+    others = {g.folder for g in GENERATIONS}
+    folders = {f.name for f in generation.folder.iterdir() if f.is_dir() and f not in others}
+    assert folders == set(generation.shapes), f"{generation.name} in {generation.folder}"
 
 
 async def _replay(histories: dict[str, WorkflowHistory], replayer: Replayer) -> list[str]:
@@ -107,10 +153,12 @@ async def _replay(histories: dict[str, WorkflowHistory], replayer: Replayer) -> 
 
 @pytest.mark.parametrize("runner", [SandboxedWorkflowRunner, UnsandboxedWorkflowRunner],
                          ids=["sandboxed", "unsandboxed"])
-@pytest.mark.parametrize("shape", SHAPES)
-async def test_recorded_histories_replay(shape: str, runner: type[WorkflowRunner]) -> None:
+@pytest.mark.parametrize(("generation", "shape"), CASES)
+async def test_recorded_histories_replay(
+    generation: Generation, shape: str, runner: type[WorkflowRunner]
+) -> None:
     # SandboxedWorkflowRunner() is the Replayer's (and the worker's) default.
     replayer = Replayer(workflows=[TaskWorkflow, SubtaskWorkflow],
                         data_converter=pydantic_data_converter, workflow_runner=runner())
-    failures = await _replay(load(shape), replayer)
-    assert not failures, f"{shape}: " + "\n".join(failures)
+    failures = await _replay(load(generation, shape), replayer)
+    assert not failures, f"{generation.name}/{shape}: " + "\n".join(failures)
