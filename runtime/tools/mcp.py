@@ -15,21 +15,20 @@ with backoff. Calls to other servers and function tools never wait for it.
 A call that finds its session broken (the stdio process died, the HTTP server restarted
 or went away) reopens the session once and retries once; if that fails too the call
 raises `ToolFailed(retryable=True)` and Temporal's retry policy takes over.
+
+The MCP SDK (`SDK_MODULES`) is imported at the first open, in a thread: a process that
+configures no server never pays for it, and one that does starts serving meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import mcp.types as mt
-from mcp import ClientSession
-from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
+from typing import TYPE_CHECKING, Any
 
 from models.tools import McpServerConfig, ToolsConfig, ToolSpec
 from runtime.tools.errors import (
@@ -39,15 +38,29 @@ from runtime.tools.errors import (
     UnknownTool,
     failed,
 )
-from runtime.tools.mcp_session import (
-    Connection,
-    describe_failure,
-    is_broken,
-    list_all,
-)
-from runtime.tools.mcp_tools import McpTool, index_tools, value_of
+
+if TYPE_CHECKING:
+    import mcp.types as mt
+    from mcp import ClientSession
+
+    from runtime.tools.mcp_session import Connection
+    from runtime.tools.mcp_tools import McpTool
 
 log = logging.getLogger(__name__)
+
+# The modules that hold the MCP SDK (~0.8 s to import): a worker that configures no MCP
+# server never imports them, one that does imports them off the event loop (`_load_sdk`).
+SDK_MODULES = ("runtime.tools.mcp_session", "runtime.tools.mcp_tools")
+
+
+def _import_sdk() -> None:
+    for name in SDK_MODULES:
+        importlib.import_module(name)
+
+
+async def _load_sdk() -> None:
+    """Import the MCP SDK in a thread, so the event loop (and the worker's start) goes on."""
+    await asyncio.to_thread(_import_sdk)
 
 
 @dataclass
@@ -250,6 +263,8 @@ class McpHub:
                     f"tool {name!r}: MCP server {server!r} is unreachable: {second}",
                     server=server,
                 ) from second.__cause__
+        from runtime.tools.mcp_tools import value_of
+
         return value_of(name, result)
 
     async def _call_once(
@@ -260,6 +275,12 @@ class McpHub:
             conn = await self._connected(srv)
         except ToolFailed as e:
             raise _Broken(str(e), None) from e
+        # Connected: the SDK is loaded (`_open`), so these imports cost nothing now.
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
+
+        from runtime.tools.mcp_session import is_broken
+
         assert conn.session is not None
         try:
             async with asyncio.timeout(srv.cfg.timeout_s):
@@ -315,6 +336,9 @@ class McpHub:
 
     async def _open(self, srv: _Server) -> Connection:
         name = srv.cfg.name
+        await _load_sdk()
+        from runtime.tools.mcp_session import Connection, describe_failure
+
         conn = Connection(srv.cfg)
         srv.stats.opens += 1
         try:
@@ -335,6 +359,9 @@ class McpHub:
             return srv.tools
         for attempt in (1, 2):
             conn = await self._connected(srv)
+            from runtime.tools.mcp_session import describe_failure, is_broken, list_all
+            from runtime.tools.mcp_tools import index_tools
+
             assert conn.session is not None
             try:
                 async with asyncio.timeout(srv.cfg.start_timeout):
