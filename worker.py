@@ -22,6 +22,7 @@ from client import TemporalUnreachable, connect, ensure_search_attributes, exit_
 from hosting.interceptors import AutoHeartbeat
 from hosting.lifecycle import run_until_stopped, supervise, watch_dead_peers, worker_identity
 from hosting.outage import riding
+from hosting.warmup import load_now, warm_up
 from models.org import InvalidOrg
 from models.tools import InvalidToolsConfig
 from runtime.capacity import sandbox_slots
@@ -161,6 +162,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None,
                 "worker ready on %s (queues: %s; roles: %s)", settings.temporal_address,
                 ", ".join(w.task_queue for w in workers), settings.worker_roles,
             )
+            warm_up(settings)  # the SDKs left out of `import worker`, now it serves
             if settings.metrics_port:
                 log.info("metrics on http://%s:%d/metrics", settings.metrics_host,
                          settings.metrics_port)
@@ -216,7 +218,7 @@ def main() -> None:
         run()
         return
     # A supervising parent forks the worker, and forks a new one at once if it is killed.
-    exit_now(supervise(run))
+    exit_now(supervise(run, preload=lambda: load_now(settings)))
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ _EARLY_DEATH_S = 5.0
 _MAX_PAUSE_S = 30.0
 
 
-def supervise(run: Callable[[], None]) -> int:
+def supervise(run: Callable[[], None], *, preload: Callable[[], None] | None = None) -> int:
     """Run `run()` in a forked child; when the child is killed, fork a new one at once.
 
     The parent has imported everything already, so a new child is serving within a
@@ -247,7 +247,8 @@ def supervise(run: Callable[[], None]) -> int:
     exits; the parent then exits with it. A child that exits by itself (bad
     configuration, say) ends the parent with its exit code. The child dies with the
     parent (PR_SET_PDEATHSIG), so killing the parent leaves nothing behind.
-    Returns the exit code for the process.
+    `preload()` runs here once the first child is forked: what it imports, the children
+    forked after a kill have already. Returns the exit code for the process.
     """
     stopping = False
     child = 0
@@ -279,6 +280,9 @@ def supervise(run: Callable[[], None]) -> int:
                 code = 1
             os._exit(code)
         log.info("supervising worker process %d", child)
+        if preload is not None:
+            preload()
+            preload = None
         while True:
             try:
                 _, status = os.waitpid(child, 0)
