@@ -225,9 +225,12 @@ async def run_until_stopped(workers: list[Worker], stop: asyncio.Event) -> None:
     finally:
         stopped.cancel()
         # All at once: each worker cancels its in-flight activities and gives up its
-        # sticky queue; the polls end; the activities' failures reach the server.
-        await asyncio.gather(*(w.shutdown() for w in workers if w.is_running),
-                             return_exceptions=True)
+        # sticky queue; the polls end; the activities' failures reach the server. Every
+        # worker still running is told, including one whose run() is still validating its
+        # namespace (not `is_running` yet): skipping it left a worker stopped right after
+        # "worker ready" waiting for ever.
+        await asyncio.gather(*(w.shutdown() for w, r in zip(workers, runs, strict=True)
+                               if not r.done()), return_exceptions=True)
         await asyncio.gather(*runs, return_exceptions=True)
 
 

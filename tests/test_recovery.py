@@ -17,8 +17,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError
+from temporalio.worker import Worker
 
 from bench.chaos_kit import (
     WorkerProc,
@@ -28,6 +30,7 @@ from bench.chaos_kit import (
     repeated_work,
     worker_env,
 )
+from hosting.lifecycle import run_until_stopped
 from models.io import TaskInput
 from models.task import Status
 from runtime.settings import Settings
@@ -251,3 +254,20 @@ async def test_a_model_call_on_a_worker_that_vanished_is_retried_after_its_heart
             for p in w.pids():
                 os.kill(p, signal.SIGKILL)
             w.wait(10)
+
+
+@activity.defn
+async def _nothing() -> None:
+    """An activity, so the Worker below has something to serve."""
+
+
+async def test_a_worker_stopped_as_it_starts_still_exits(client: Client) -> None:
+    """A stop that comes while the workers are still validating their namespace (right
+    after "worker ready") shuts them down: it used to skip them, and the process waited
+    for ever."""
+    worker = Worker(client, task_queue=f"stop-at-start-{os.urandom(3).hex()}",
+                    activities=[_nothing])
+    stop = asyncio.Event()
+    stop.set()
+    await asyncio.wait_for(run_until_stopped([worker], stop), timeout=30)
+    assert worker.is_shutdown
