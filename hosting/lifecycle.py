@@ -85,7 +85,19 @@ def _dead_here(identity: str, me: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` has exited but not been reaped yet. A worker killed together with its
+    supervisor is re-parented, and stays a zombie until its new parent reaps it (seconds
+    where PID 1 is slow to): to `kill(pid, 0)` it still exists, but it serves nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) S ...": the state follows the last ')' (comm may hold any character).
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
 # An attempt whose own timeout fires within this is left to it: failing it by id just as

@@ -271,3 +271,31 @@ async def test_a_worker_stopped_as_it_starts_still_exits(client: Client) -> None
     stop.set()
     await asyncio.wait_for(run_until_stopped([worker], stop), timeout=30)
     assert worker.is_shutdown
+
+
+def test_an_unreaped_worker_counts_as_dead() -> None:
+    """A worker killed together with its supervisor is a zombie until someone reaps it:
+    its work must be taken back already (it used to wait for the reaping)."""
+    import socket
+    import subprocess
+    import time
+
+    from hosting.lifecycle import _dead_here, worker_identity
+
+    me = worker_identity()
+    host = socket.gethostname()
+    live = subprocess.Popen(["sleep", "30"])
+    gone = subprocess.Popen(["true"])
+    try:
+        for _ in range(200):  # exited, not reaped: a zombie
+            if Path(f"/proc/{gone.pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        assert _dead_here(f"{gone.pid}@{host}/0", me)
+        assert not _dead_here(f"{live.pid}@{host}/0", me)
+        assert not _dead_here(f"{gone.pid}@elsewhere/0", me)
+    finally:
+        live.kill()
+        live.wait()
+        gone.wait()
+    assert _dead_here(f"{gone.pid}@{host}/0", me)
