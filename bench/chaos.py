@@ -5,7 +5,9 @@
 Prints one row per fault: completed, repeated steps (a completed step's work ran again,
 counted at the tool, the sandbox or the LLM server), duplicate rows (in any table), lost
 results (work that ended but whose result is not stored) and the recovery delay (the
-faulted run's makespan minus the clean run's).
+faulted run's makespan minus the clean run's). Work that ran again because its worker was
+killed after the work ended but before its result was stored (the step had not completed:
+activities run at least once) is named in the note, not counted as repeated.
 
 Servers: a tuned Temporal dev server of its own (so it can be killed and restarted with
 its --db-filename), a scratch database (on the local PostgreSQL, or on a PostgreSQL
@@ -225,6 +227,13 @@ async def when_started(journal: Path, prefix: str, n: int, t0: float,
     raise TimeoutError(f"{prefix}: never started {n}")
 
 
+def cut_note(cut: list[str]) -> list[str]:
+    """A note for work that ran again because its worker died between the end of the work
+    and the write of its result (not a repeat: the step had not completed)."""
+    return [f"{len(cut)} ran again, cut after its work ended and before its result was "
+            f"stored: {', '.join(cut)}"] if cut else []
+
+
 # -- faults ---------------------------------------------------------------------------------
 async def worker_fault(b: Bench, slug: str, name: str, *, into_step: float = 0.7) -> Row:
     """Layer 2 of a 3x3 grid is `into_step` s in when the worker meets the fault:
@@ -232,6 +241,7 @@ async def worker_fault(b: Bench, slug: str, name: str, *, into_step: float = 0.7
     kill9      kill -9 of the worker process; its supervisor forks a new one at once
     kill9cold  kill -9 of the worker and its supervisor; a new process starts at once
     sigterm    SIGTERM (a deploy); a new process starts at once
+    sigtermwait SIGTERM; a new process starts once the old one has exited (stop, then start)
     rolling    a new process starts; once it is ready, the old one gets SIGTERM
     """
     queue = f"q-{slug}-{uuid.uuid4().hex[:6]}"
@@ -255,12 +265,15 @@ async def worker_fault(b: Bench, slug: str, name: str, *, into_step: float = 0.7
             os.kill(pid, signal.SIGKILL)
             took = await first.ready(since=mark) - (at - first.started_at)
             notes.append(f"supervisor's new worker ready in {took:.1f} s")
-        elif slug in ("kill9cold", "sigterm"):
+        elif slug in ("kill9cold", "sigterm", "sigtermwait"):
             if slug == "kill9cold":
                 for pid in first.pids():
                     os.kill(pid, signal.SIGKILL)
             else:
                 first.signal(signal.SIGTERM)
+            if slug == "sigtermwait":
+                await asyncio.to_thread(first.wait, 60)
+                notes.append(f"old worker exited after {time.monotonic() - at:.1f} s")
             second = b.worker(queue, journal)
             notes.append(f"new worker ready in {await second.ready():.1f} s")
         else:
@@ -269,6 +282,7 @@ async def worker_fault(b: Bench, slug: str, name: str, *, into_step: float = 0.7
 
     result, faulted_s = await b.run(queue, fault_id, grid(fault_id), during=fault)
     a = await b.audit(fault_id, result, journal)
+    notes += cut_note(a.cut)
     await b.dump_timeline(fault_id, [fault_id] + [f"{fault_id}/l{i}_{j}" for i in range(3)
                                                   for j in range(3)])
     b.stop_all()
@@ -314,6 +328,7 @@ async def clean_then_faulted(
     result, faulted_s = await b.run(q_fault, fault_id, plan(fault_id), during=during)
     a = await b.audit(fault_id, result, journal, database_url)
     repeated = len(a.repeated) + b.llm_repeats(fault_id)
+    notes += cut_note(a.cut)
     b.stop_all()
     if result is not None and result.status is not Status.COMPLETED:
         notes.append(f"error: {result.error}")
@@ -469,6 +484,7 @@ async def clean_then_faulted_mcp(b: Bench, plan: Callable[[str], Plan], faulty: 
     note = "dies mid-call / 4 s to start / hangs past its 3 s timeout, first call of each key"
     if result is not None and result.status is not Status.COMPLETED:
         note += f"; error: {result.error}"
+    note = "; ".join([note, *cut_note(a.cut)])
     return Row("MCP servers: dying, slow to start, hanging", "yes" if a.completed else "NO",
                len(a.repeated), sum(a.duplicates.values()), len(a.lost), clean_s, faulted_s,
                note)
@@ -507,6 +523,7 @@ async def ten_kills(b: Bench) -> Row:
         await w.ready()
     clean_s = await b.clean_run(queue, "ten", mixed30)
     done, repeated, dups, lost, makespans, notes = 0, 0, 0, 0, [], []
+    cut: list[str] = []
     for run in range(10):
         task_id = f"ten{run}-{uuid.uuid4().hex[:6]}"
         at = rng.uniform(0.5, clean_s * 0.9)
@@ -529,6 +546,7 @@ async def ten_kills(b: Bench) -> Row:
         a = await b.audit(task_id, result, journal)
         done += a.completed
         repeated += len(a.repeated) + b.llm_repeats(task_id)
+        cut += a.cut
         dups = max(dups, sum(a.duplicates.values()))
         lost += len(a.lost)
         makespans.append(took)
@@ -538,8 +556,8 @@ async def ten_kills(b: Bench) -> Row:
     b.stop_all()
     return Row("10 x kill -9 of one of 2 workers, 30 mixed steps", f"{done}/10", repeated,
                dups, lost, clean_s, statistics.median(makespans),
-               f"kills at {', '.join(notes)} s; faulted s = median; max "
-               f"{max(makespans):.1f} s")
+               "; ".join([f"kills at {', '.join(notes)} s; faulted s = median; max "
+                          f"{max(makespans):.1f} s", *cut_note(cut)]))
 
 
 async def heartbeat_cost(b: Bench) -> str:
@@ -575,6 +593,8 @@ FAULTS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "kill9": lambda b: worker_fault(b, "kill9", "worker kill -9 (supervised)"),
     "kill9cold": lambda b: worker_fault(b, "kill9cold", "worker kill -9, cold restart"),
     "sigterm": lambda b: worker_fault(b, "sigterm", "worker SIGTERM, then new worker"),
+    "sigtermwait": lambda b: worker_fault(b, "sigtermwait",
+                                          "worker SIGTERM, exit, then new worker"),
     "rolling": lambda b: worker_fault(b, "rolling", "deploy: new worker, SIGTERM old"),
     "temporal": temporal_restart,
     "postgres": postgres_outage,

@@ -297,6 +297,10 @@ class Audit:
     repeated: list[str] = field(default_factory=list)
     duplicates: dict[str, int] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)
+    # Work that ran again because its worker died after the work ended but before its
+    # result was stored: the step had not completed (at-least-once, as for any activity;
+    # only an idempotent tool avoids it). Not counted in `repeated`.
+    cut: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -378,16 +382,42 @@ async def lost_results(conn: asyncpg.Connection, task_id: str,
     return sorted(produced - stored)
 
 
+def journal_starts(journal: Path) -> dict[str, list[float]]:
+    """Each key's start times (epoch seconds, ascending)."""
+    starts: dict[str, list[float]] = {}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4 and parts[2] == "start":
+                starts.setdefault(parts[3], []).append(float(parts[0]))
+    return {k: sorted(v) for k, v in starts.items()}
+
+
+async def cut_before_stored(conn: asyncpg.Connection, task_id: str, journal: Path,
+                            keys: list[str]) -> list[str]:
+    """Of `keys` (work that ended more than once), those whose step first stored a result
+    (`subtasks.completed_at`, written with it) only after the work had started again: the
+    first run ended, but its worker died before the result was written."""
+    rows = await conn.fetch("SELECT id, completed_at FROM subtasks WHERE task_id = $1",
+                            task_id)
+    stored_at = {r["id"]: r["completed_at"].timestamp() for r in rows if r["completed_at"]}
+    starts = journal_starts(journal)
+    return sorted(k for k in keys if k in stored_at and len(starts.get(k, [])) > 1
+                  and stored_at[k] >= starts[k][1])
+
+
 async def audit(database_url: str, task_id: str, journal: Path, *, completed: bool) -> Audit:
-    """What `task_id`'s run left behind: work that ran twice, rows recorded twice, and
-    results produced yet never stored."""
+    """What `task_id`'s run left behind: completed steps whose work ran again, work cut
+    before its result was stored (ran again, the step not yet completed), rows recorded
+    twice, and results produced yet never stored."""
+    twice = [k for k in repeated_work(journal) if k.startswith(task_id + "/")]
     conn = await asyncpg.connect(database_url)
     try:
         dups = await duplicate_rows(conn, task_id)
         produced = {k for k in journal_ends(journal) if k.startswith(task_id + "/")}
         lost = await lost_results(conn, task_id, produced)
+        cut = await cut_before_stored(conn, task_id, journal, twice)
     finally:
         await conn.close()
-    return Audit(completed=completed, repeated=[k for k in repeated_work(journal)
-                                                if k.startswith(task_id + "/")],
-                 duplicates=dups, lost=lost)
+    return Audit(completed=completed, repeated=[k for k in twice if k not in cut],
+                 duplicates=dups, lost=lost, cut=cut)
