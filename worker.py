@@ -131,8 +131,8 @@ def build_workers(client: Client, settings: Settings, deps: Deps, *,
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None,
                 registry: ToolRegistry | None = None,
                 adjust: Callable[[Deps], None] | None = None) -> None:
-    """Run this process's workers until `stop` is set (or SIGINT/SIGTERM), then hand their
-    in-flight work back at once.
+    """Run this process's workers until `stop` is set (or SIGINT/SIGTERM), then give their
+    running work `BEESTOWN_SHUTDOWN_GRACE` to finish and hand the rest back at once.
 
     `registry` replaces the built-in function tools; `adjust(deps)` may wrap the opened
     dependencies before the workers are built (the chaos bench journals the work with it).
@@ -216,7 +216,8 @@ def main() -> None:
 
     if not settings.supervise:
         run()
-        return
+        exit_now(0)  # not through finalization: the core SDK's threads (and a warm-up
+        # thread still importing) may be running
     # A supervising parent forks the worker, and forks a new one at once if it is killed.
     exit_now(supervise(run, preload=lambda: load_now(settings)))
 

@@ -393,16 +393,31 @@ def journal_starts(journal: Path) -> dict[str, list[float]]:
     return {k: sorted(v) for k, v in starts.items()}
 
 
+def journal_first_ends(journal: Path) -> dict[str, float]:
+    """Each key's first end time (epoch seconds)."""
+    first: dict[str, float] = {}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4 and parts[2] == "end":
+                first.setdefault(parts[3], float(parts[0]))
+    return first
+
+
 async def cut_before_stored(conn: asyncpg.Connection, task_id: str, journal: Path,
                             keys: list[str]) -> list[str]:
-    """Of `keys` (work that ended more than once), those whose step first stored a result
-    (`subtasks.completed_at`, written with it) only after the work had started again: the
-    first run ended, but its worker died before the result was written."""
+    """Of `keys` (work that ended more than once), those whose first run had ended before
+    the second started, and whose step first stored a result (`subtasks.completed_at`,
+    written with it) only after that second start: the first run ended, but its worker
+    died before the result was written."""
     rows = await conn.fetch("SELECT id, completed_at FROM subtasks WHERE task_id = $1",
                             task_id)
     stored_at = {r["id"]: r["completed_at"].timestamp() for r in rows if r["completed_at"]}
     starts = journal_starts(journal)
+    first_end = journal_first_ends(journal)
+    # Overlapping runs (a second attempt while the first still ran) are real repeats.
     return sorted(k for k in keys if k in stored_at and len(starts.get(k, [])) > 1
+                  and starts[k][1] >= first_end.get(k, float("inf"))
                   and stored_at[k] >= starts[k][1])
 
 

@@ -34,12 +34,23 @@ from temporalio.worker import (
 HAND_BACK_DELAY = timedelta(milliseconds=10)
 
 
+def _by_shutdown() -> bool:
+    """Whether the worker's shutdown (its grace over) cancelled this attempt, rather than
+    a cancellation asked for meanwhile (the task cancelled, a deadline, a timeout), which
+    must stay a cancellation."""
+    if not activity.is_worker_shutdown():
+        return False
+    d = activity.cancellation_details()
+    return d is None or d.worker_shutdown or not (
+        d.cancel_requested or d.timed_out or d.not_found or d.paused or d.reset)
+
+
 class _Beating(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         try:
             return await self._beating(input)
         except asyncio.CancelledError:
-            if activity.is_worker_shutdown() and not activity.info().is_local:
+            if _by_shutdown() and not activity.info().is_local:
                 raise ApplicationError(
                     "the worker shut down during this attempt; retried elsewhere",
                     type="WorkerShutdown", next_retry_delay=HAND_BACK_DELAY) from None

@@ -4,8 +4,8 @@ What decides how soon a task resumes after its worker goes away (bench/chaos.py)
 
 - **SIGTERM (a deploy).** The workers stop polling at once and give their running
   activities `BEESTOWN_SHUTDOWN_GRACE` (5 s) to finish: a step that finishes in time is
-  reported, not run again, and a model turn is not paid for twice. What is still running
-  then is cancelled and its failure (`WorkerShutdown`, retry in 10 ms:
+  reported, not run again, and a model turn that ends in time is not paid for twice.
+  What is still running then is cancelled and its failure (`WorkerShutdown`, retry in 10 ms:
   hosting/interceptors.py) goes back to Temporal, which retries it on another worker
   right away instead of after a heartbeat or start-to-close timeout. Step activities are
   idempotent (a stored result is handed back on retry), so a cancelled attempt costs
@@ -258,10 +258,11 @@ def supervise(run: Callable[[], None], *, preload: Callable[[], None] | None = N
 
     The parent has imported everything already, so a new child is serving within a
     second, where a cold start of the interpreter takes several (measured in
-    bench/chaos.py). SIGTERM/SIGINT go to the child, which hands its work back and
-    exits; the parent then exits with it. A child that exits by itself (bad
-    configuration, say) ends the parent with its exit code. The child dies with the
-    parent (PR_SET_PDEATHSIG), so killing the parent leaves nothing behind.
+    bench/chaos.py). SIGTERM/SIGINT go to the child, which lets its running work finish
+    within its grace, hands the rest back and exits; the parent then exits with it. A
+    child that exits by itself (bad configuration, say) ends the parent with its exit
+    code. The child dies with the parent (PR_SET_PDEATHSIG), so killing the parent
+    leaves nothing behind.
     `preload()` runs here once the first child is forked: what it imports, the children
     forked after a kill have already. Returns the exit code for the process.
     """

@@ -36,6 +36,9 @@ def deferred_modules(settings: Settings) -> list[str]:
     if settings.llm_configured and "llm" in settings.roles:
         names.extend(LLM_MODULES)
     if settings.tools_file is not None:
+        # Already being imported by the hub's first opens (in a thread, `runtime.tools.mcp`);
+        # importing here too only waits on the same import lock, and makes a supervisor's
+        # re-forked child have them.
         names.extend(MCP_MODULES)
     return names
 

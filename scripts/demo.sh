@@ -20,6 +20,13 @@ stop_one() {
   pid="$(cat "$STATE/$name.pid")"
   if ps -o args= -p "$pid" 2>/dev/null | grep -q -- "$expect"; then
     kill "$pid" 2>/dev/null || true
+    # Wait for it to exit: a worker gives its running steps BEESTOWN_SHUTDOWN_GRACE (5 s)
+    # to finish and must still reach Temporal to report them. Past that, kill it.
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 150 ]; do
+      sleep 0.1; waited=$((waited + 1))
+    done
+    kill -9 "$pid" 2>/dev/null || true
   else
     echo "$name: pid $pid is no longer ours; left alone"
   fi

@@ -336,7 +336,11 @@ class McpHub:
 
     async def _open(self, srv: _Server) -> Connection:
         name = srv.cfg.name
-        await _load_sdk()
+        try:
+            await _load_sdk()
+        except ImportError as e:  # a broken install: say so where the tool is asked for
+            srv.problem = f"cannot open MCP server {name!r}: the MCP SDK does not import: {e}"
+            raise ToolUnavailable(srv.problem, server=name) from e
         from runtime.tools.mcp_session import Connection, describe_failure
 
         conn = Connection(srv.cfg)
