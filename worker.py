@@ -19,7 +19,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities import metrics
 from activities.roles import activities_by_queue, routing
 from client import TemporalUnreachable, connect, ensure_search_attributes, exit_now
-from hosting.interceptors import AutoHeartbeat
+from hosting.interceptors import AutoHeartbeat, hand_back_now
 from hosting.lifecycle import run_until_stopped, supervise, watch_dead_peers, worker_identity
 from hosting.outage import riding
 from hosting.warmup import load_now, warm_up
@@ -139,9 +139,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None,
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:  # the first stops (with a grace), a second ends the grace
+        if stop.is_set():
+            log.warning("stop asked again: %d running attempts handed back now",
+                        hand_back_now())
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     client = await connect(settings, runtime=metrics_runtime(settings),
                            identity=worker_identity())
     searchable = ("workflows" in settings.roles

@@ -34,6 +34,20 @@ from temporalio.worker import (
 HAND_BACK_DELAY = timedelta(milliseconds=10)
 
 
+# This process's running attempts (not local activities), for `hand_back_now`.
+_running: set[asyncio.Task[Any]] = set()
+
+
+def hand_back_now() -> int:
+    """End a stopping worker's grace early: cancel every running attempt of this process,
+    so each fails as `WorkerShutdown` and is retried at once elsewhere (a second SIGTERM or
+    Ctrl-C, worker.py). Returns how many were running."""
+    tasks = [t for t in _running if not t.done()]
+    for task in tasks:
+        task.cancel()
+    return len(tasks)
+
+
 def _by_shutdown() -> bool:
     """Whether the worker's shutdown (its grace over) cancelled this attempt, rather than
     a cancellation asked for meanwhile (the task cancelled, a deadline, a timeout), which
@@ -47,14 +61,20 @@ def _by_shutdown() -> bool:
 
 class _Beating(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        task = None if activity.info().is_local else asyncio.current_task()
+        if task is not None:
+            _running.add(task)
         try:
             return await self._beating(input)
         except asyncio.CancelledError:
-            if _by_shutdown() and not activity.info().is_local:
+            if _by_shutdown() and task is not None:
                 raise ApplicationError(
                     "the worker shut down during this attempt; retried elsewhere",
                     type="WorkerShutdown", next_retry_delay=HAND_BACK_DELAY) from None
             raise
+        finally:
+            if task is not None:
+                _running.discard(task)
 
     async def _beating(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()

@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     # On SIGTERM/SIGINT (a deploy, a stop), seconds the running activities are given to
     # finish before they are handed back to Temporal for another worker (a step that
     # finishes in time is not run again; a model turn is not paid for twice); 0: hand
-    # everything back at once. Keep it under your orchestrator's kill timeout (docker
+    # everything back at once; a second signal ends the grace. Keep it under your
+    # orchestrator's kill timeout (docker
     # stop: 10 s, Kubernetes: 30 s). Measured in bench/chaos.py (hosting/lifecycle.py).
     shutdown_grace_s: float = Field(5.0, ge=0, le=600,
                                     validation_alias="BEESTOWN_SHUTDOWN_GRACE")
