@@ -163,6 +163,35 @@ async def test_sigterm_lets_a_running_step_finish_within_the_grace(
     assert repeated_work(journal) == []
 
 
+async def test_sigterm_during_a_tool_step_run_as_a_local_activity(
+    client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
+) -> None:
+    """An all-roles worker runs tool steps as local activities (inside a workflow task):
+    stopped during one, the task still completes and the tool's work ends once."""
+    journal = tmp_path / "journal"
+    first = spawn()
+    await first.ready()
+    task_id = f"rec-local-{os.urandom(3).hex()}"
+    steps: list[dict[str, Any]] = [
+        {"id": "a", "type": "tool", "tool": "work",
+         "args": {"key": f"{task_id}/a", "seconds": 1.5}},
+        {"id": "b", "type": "code", "deps": ["a"],
+         "code": f"# chaos:{task_id}/b\nprint(2)"}]
+    handle = await start_task(client, settings, TaskInput(plan=plan_of(*steps)),
+                              task_id=task_id)
+    await started(journal, f"{task_id}/a", 1)
+    first.signal(signal.SIGTERM)
+    spawn()
+    result = await asyncio.wait_for(outcome(handle), timeout=60)
+    assert result.status is Status.COMPLETED, result.error
+    assert await asyncio.to_thread(first.wait, 30) == 0
+    assert journal_ends(journal)[f"{task_id}/a"] == 1
+    assert repeated_work(journal) == []
+    history = await client.get_workflow_handle(f"{task_id}/a").fetch_history()
+    assert any(e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+               for e in history.events if e.HasField("marker_recorded_event_attributes"))
+
+
 @pytest.mark.parametrize("ends", ["grace over", "second signal"])
 async def test_sigterm_hands_steps_still_running_after_the_grace_back_at_once(
     client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
