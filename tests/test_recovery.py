@@ -131,8 +131,12 @@ async def test_worker_fault_mid_run_completes_without_repeats(
     await run_with_fault(client, settings, database_url, tmp_path, spawn, fault)
 
 
+# 4 s: longer than a code step's 3 s heartbeat timeout, so it holds only if the stopping
+# worker still heartbeats during its grace.
+@pytest.mark.parametrize("seconds", [1.5, 4.0])
 async def test_sigterm_lets_a_running_step_finish_within_the_grace(
     client: Client, settings: Settings, database_url: str, tmp_path: Path, spawn: Any,
+    seconds: float,
 ) -> None:
     """A deploy: the stopped worker finishes the step it was running (one attempt, its
     work done once, by that worker) while a new worker takes the rest of the task."""
@@ -141,7 +145,7 @@ async def test_sigterm_lets_a_running_step_finish_within_the_grace(
     await first.ready()
     task_id = f"rec-grace-{os.urandom(3).hex()}"
     steps: list[dict[str, Any]] = [{"id": "a", "type": "code",
-              "code": f"# chaos:{task_id}/a\nimport time\ntime.sleep(1.5)\nprint(1)"},
+              "code": f"# chaos:{task_id}/a\nimport time\ntime.sleep({seconds})\nprint(1)"},
              {"id": "b", "type": "code", "deps": ["a"],
               "code": f"# chaos:{task_id}/b\nprint(2)"}]
     handle = await start_task(client, settings, TaskInput(plan=plan_of(*steps)),
