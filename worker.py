@@ -20,7 +20,13 @@ from activities import metrics
 from activities.roles import activities_by_queue, routing
 from client import TemporalUnreachable, connect, ensure_search_attributes, exit_now
 from hosting.interceptors import AutoHeartbeat, hand_back_now
-from hosting.lifecycle import run_until_stopped, supervise, watch_dead_peers, worker_identity
+from hosting.lifecycle import (
+    build_id,
+    run_until_stopped,
+    supervise,
+    watch_dead_peers,
+    worker_identity,
+)
 from hosting.outage import riding
 from hosting.warmup import load_now, warm_up
 from models.org import InvalidOrg
@@ -119,6 +125,8 @@ def build_workers(client: Client, settings: Settings, deps: Deps, *,
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
                 # Heartbeats while activities wait; a shutdown's attempts retried at once.
                 interceptors=[AutoHeartbeat()],
+                # Ours is cheap to compute; the SDK's default costs ~0.2-0.4 s per start.
+                build_id=build_id(),
                 # On SIGTERM running activities get this long to finish; what is still
                 # running then is handed back for retry at once (hosting/lifecycle.py).
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_s),

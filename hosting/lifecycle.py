@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -61,6 +62,35 @@ log = logging.getLogger("beestown.worker")
 LOOKBACK = timedelta(hours=24)
 # Concurrent calls to the server while taking work back.
 CONCURRENCY = 20
+
+
+# What a worker runs: these packages and modules of the checkout (the build id's input).
+_CODE = ("models", "runtime", "activities", "workflows", "hosting", "worker.py", "client.py")
+
+
+@functools.cache
+def build_id() -> str:
+    """The worker's build id: a hash of BeesTown's own source and the SDK's version.
+
+    Temporal's default hashes the bytecode of every loaded module, compiling those without
+    a cache: ~0.2-0.4 s of a ~1.2 s start here (`load_default_build_id`), on the critical
+    path of every restart. This reads ~200 files instead (a few ms) and still changes
+    whenever the code does.
+    """
+    import hashlib
+
+    import temporalio
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(f"temporalio {temporalio.__version__}".encode())
+    for name in _CODE:
+        path = root / name
+        # (worker.py and client.py are absent where the packages are installed)
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] * path.is_file()
+        for file in files:
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+            digest.update(file.read_bytes())
+    return f"beestown-{digest.hexdigest()[:16]}"
 
 
 def worker_identity() -> str:

@@ -59,3 +59,32 @@ def test_a_ready_worker_loads_the_sdks_its_settings_use(
         "for t in threading.enumerate():\n"
         "    if t.name == 'beestown-warm-up': t.join()", env=env)
     assert [m for m in ("openai", "mcp") if m in loaded] == warmed
+
+
+def test_the_build_id_is_cheap_and_follows_the_code(tmp_path: Path) -> None:
+    """The worker's build id hashes BeesTown's own source (the SDK's default hashes every
+    loaded module's bytecode, ~0.2-0.4 s of each start): another source, another id."""
+    import shutil
+
+    from hosting import lifecycle
+
+    first = lifecycle.build_id()
+    assert first.startswith("beestown-")
+    assert first == lifecycle.build_id()
+    copy = tmp_path / "checkout"
+    for name in lifecycle._CODE:
+        src = Path(lifecycle.__file__).resolve().parent.parent / name
+        if src.is_dir():
+            shutil.copytree(src, copy / name)
+        else:
+            shutil.copy(src, copy / name)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from hosting.lifecycle import build_id; print(build_id())")
+    same = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert same == first
+    (copy / "workflows" / "task.py").write_text(
+        (copy / "workflows" / "task.py").read_text() + "\n# changed\n")
+    changed = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    assert changed != first
