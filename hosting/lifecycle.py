@@ -131,8 +131,13 @@ def _zombie(pid: int) -> bool:
 
 
 # An attempt whose own timeout fires within this is left to it: failing it by id just as
-# the server retries it could fail the new attempt instead (ById names no attempt).
-TIMER_MARGIN = timedelta(seconds=1)
+# the server retries it could fail the new attempt instead (ById names no attempt). A
+# retry starts no sooner than its policy's first interval (200 ms or more, every policy in
+# workflows/policies.py), so a describe-then-fail faster than margin + 200 ms cannot hit
+# one. It was 1 s: a cold restart's first sweep (~1.3 s after a kill) then often skipped
+# the dead attempt, and the heartbeat timeout plus the server's timer lag (~1-1.7 s
+# measured on the dev server) cost +4.8 s instead of +2.2 s (bench/chaos.py kill9cold).
+TIMER_MARGIN = timedelta(milliseconds=200)
 
 
 def _about_to_time_out(act: PendingActivityInfo) -> bool:
