@@ -45,6 +45,7 @@ from bench.chaos_kit import (
     TemporalDev,
     WorkerProc,
     audit,
+    journal_times,
     killable_servers,
     worker_env,
 )
@@ -211,10 +212,7 @@ class Bench:
 
 
 def _started(journal: Path, prefix: str) -> set[str]:
-    if not journal.exists():
-        return set()
-    return {ln.split()[3] for ln in journal.read_text().splitlines()
-            if ln.split()[2:3] == ["start"] and ln.split()[3].startswith(prefix)}
+    return {k for k in journal_times(journal, "start") if k.startswith(prefix)}
 
 
 async def when_started(journal: Path, prefix: str, n: int, t0: float,

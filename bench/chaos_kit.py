@@ -307,14 +307,20 @@ class Audit:
         return self.completed and not self.repeated and not self.duplicates and not self.lost
 
 
-def journal_ends(journal: Path) -> Counter[str]:
-    ends: Counter[str] = Counter()
+def journal_times(journal: Path, event: str) -> dict[str, list[float]]:
+    """Each key's times (epoch seconds, ascending) of `event` ("start" or "end")."""
+    times: dict[str, list[float]] = {}
     if journal.exists():
         for line in journal.read_text().splitlines():
             parts = line.split()
-            if len(parts) == 4 and parts[2] == "end":
-                ends[parts[3]] += 1
-    return ends
+            if len(parts) == 4 and parts[2] == event:
+                times.setdefault(parts[3], []).append(float(parts[0]))
+    return {k: sorted(v) for k, v in times.items()}
+
+
+def journal_ends(journal: Path) -> Counter[str]:
+    """How many times each key's work ran to its end."""
+    return Counter({k: len(v) for k, v in journal_times(journal, "end").items()})
 
 
 def repeated_work(journal: Path) -> list[str]:
@@ -382,28 +388,6 @@ async def lost_results(conn: asyncpg.Connection, task_id: str,
     return sorted(produced - stored)
 
 
-def journal_starts(journal: Path) -> dict[str, list[float]]:
-    """Each key's start times (epoch seconds, ascending)."""
-    starts: dict[str, list[float]] = {}
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4 and parts[2] == "start":
-                starts.setdefault(parts[3], []).append(float(parts[0]))
-    return {k: sorted(v) for k, v in starts.items()}
-
-
-def journal_first_ends(journal: Path) -> dict[str, float]:
-    """Each key's first end time (epoch seconds)."""
-    first: dict[str, float] = {}
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4 and parts[2] == "end":
-                first.setdefault(parts[3], float(parts[0]))
-    return first
-
-
 async def cut_before_stored(conn: asyncpg.Connection, task_id: str, journal: Path,
                             keys: list[str]) -> list[str]:
     """Of `keys` (work that ended more than once), those whose first run had ended before
@@ -413,11 +397,11 @@ async def cut_before_stored(conn: asyncpg.Connection, task_id: str, journal: Pat
     rows = await conn.fetch("SELECT id, completed_at FROM subtasks WHERE task_id = $1",
                             task_id)
     stored_at = {r["id"]: r["completed_at"].timestamp() for r in rows if r["completed_at"]}
-    starts = journal_starts(journal)
-    first_end = journal_first_ends(journal)
+    starts = journal_times(journal, "start")
+    ends = journal_times(journal, "end")
     # Overlapping runs (a second attempt while the first still ran) are real repeats.
     return sorted(k for k in keys if k in stored_at and len(starts.get(k, [])) > 1
-                  and starts[k][1] >= first_end.get(k, float("inf"))
+                  and starts[k][1] >= ends.get(k, [float("inf")])[0]
                   and stored_at[k] >= starts[k][1])
 
 

@@ -26,6 +26,7 @@ from bench.chaos_kit import (
     WorkerProc,
     duplicate_rows,
     journal_ends,
+    journal_times,
     lost_results,
     repeated_work,
     worker_env,
@@ -76,8 +77,7 @@ def spawn(client: Client, settings: Settings, database_url: str,
 
 async def started(journal: Path, prefix: str, n: int) -> None:
     for _ in range(1500):
-        text = await asyncio.to_thread(lambda: journal.read_text() if journal.exists() else "")
-        keys = {ln.split()[3] for ln in text.splitlines() if ln.split()[2] == "start"}
+        keys = await asyncio.to_thread(journal_times, journal, "start")
         if len([k for k in keys if k.startswith(prefix)]) >= n:
             return
         await asyncio.sleep(0.02)
